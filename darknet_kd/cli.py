@@ -1,0 +1,43 @@
+"""The `darknet-kd` console script.
+
+Each subcommand lives in the module that implements it and exposes
+``add_parser(subparsers)``, which registers the command and sets ``func``.
+Add a new command by adding its module to COMMAND_MODULES.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import DarknetKDError
+
+COMMAND_MODULES = [
+    "darknet_kd.model.info",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="darknet-kd", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DarknetKDError as e:
+        print(f"darknet-kd {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `darknet-kd info ... | head`
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,4 @@
+from .darknet import Darknet, NetOptions, load
+from .layers import Yolo
+
+__all__ = ["Darknet", "NetOptions", "Yolo", "load"]
