@@ -70,8 +70,9 @@ class NetOptions:
                       "attention", "adversarial_lr", "max_chart_loss", "aspect", "seq_scales", "time_steps",
                       "max_crop", "min_crop", "center", "stream", "wait_stream", "notruth", "random",
                       "train_only_bn", "rotate", "max_batches")
-        if o.width < 1 or o.height < 1 or o.channels < 1:
-            raise sec.error(f"width={o.width} height={o.height} channels={o.channels} must be positive")
+        if not (1 <= o.width <= 16384 and 1 <= o.height <= 16384 and 1 <= o.channels <= 4096):
+            raise sec.error(f"width={o.width} height={o.height} channels={o.channels} must be positive "
+                            "(and at most 16384 x 16384 x 4096)")
         if o.batch < 1 or o.subdivisions < 1:
             raise sec.error(f"batch={o.batch} and subdivisions={o.subdivisions} must be positive")
         if o.policy == "steps" and len(o.steps) != len(o.scales):

@@ -53,6 +53,9 @@ def activation(sec: Section, default: str):
     return name
 
 
+MAX_WEIGHTS = 1 << 28  # a single conv above this (1 GiB of fp32) is a typo, not a network
+
+
 @dataclass
 class Shape:
     c: int
@@ -141,6 +144,9 @@ class Convolutional(DarknetLayer):
             raise sec.error(f"bad geometry: filters={n} size={size} stride={sx}x{sy} groups={groups} "
                             f"dilation={dilation} padding={padding}")
         c = in_shape.c
+        if (c // max(groups, 1)) * n * size * size > MAX_WEIGHTS:
+            raise sec.error(f"filters={n} x size={size}x{size} x {c // groups} input channels is "
+                            f"more than {MAX_WEIGHTS:,} weights: refusing to allocate")
         if c % groups or n % groups:
             raise sec.error(f"groups={groups} must divide input channels {c} and filters {n}", "groups")
         out_h = (in_shape.h + 2 * padding - size) // sy + 1

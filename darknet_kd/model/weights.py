@@ -110,3 +110,23 @@ def weights_bytes(model, cutoff: int | None = None) -> bytes:
 def save_weights(model, path, cutoff: int | None = None) -> None:
     """Save the layers [0, cutoff) (all by default) in Darknet's format."""
     atomic_write(path, weights_bytes(model, cutoff))
+
+
+def randomize(model, seed: int = 0, gain: float = 1.0) -> None:
+    """Fill every stored tensor with seeded random values that keep activations O(1)
+    through deep networks (weights ~ N(0, gain/fan_in), BN statistics near identity).
+    Used by tests (reference models without downloads) and the demo."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, m, _ in _layer_blobs(model, None):
+            w = m.conv.weight
+            fan_in = w[0].numel()
+            w.copy_(torch.randn(w.shape, generator=g) * (gain / fan_in) ** 0.5)
+            if m.bn is not None:
+                n = m.bn.weight.numel()
+                m.bn.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.5)
+                m.bn.bias.copy_(torch.randn(n, generator=g) * 0.1)
+                m.bn.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.bn.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
+            else:
+                m.conv.bias.copy_(torch.randn(m.conv.bias.shape, generator=g) * 0.1)
