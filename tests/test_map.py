@@ -1,0 +1,212 @@
+"""Darknet's mAP (darknet_kd.eval.voc_map) against numbers worked out by hand, and
+COCO mAP (darknet_kd.eval.coco) against pycocotools run directly."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from darknet_kd.errors import DarknetKDError, DataError
+from darknet_kd.eval import DarknetMap, box_iou_matrix, compute_map
+
+# boxes are relative cx, cy, w, h
+TA = [0.25, 0.25, 0.2, 0.2]
+TB = [0.75, 0.25, 0.2, 0.2]
+TC = [0.25, 0.75, 0.2, 0.2]
+TD = [0.75, 0.75, 0.2, 0.2]
+FAR = [0.5, 0.5, 0.05, 0.05]        # overlaps nothing above
+TA_SHIFT = [0.27, 0.25, 0.2, 0.2]   # IoU with TA = 0.18*0.2 / (0.08 - 0.036) = 0.8181...
+
+
+def one_class_set():
+    """1 class, 2 truths; ranks TP(.9) dup-FP(.8) FP(.7) TP(.6)."""
+    truths = [[[0, *TA], [0, *TB]]]
+    boxes = [TA, TA_SHIFT, FAR, TB]
+    probs = [[0.9], [0.8], [0.7], [0.6]]
+    return [(boxes, probs)], truths
+
+
+def test_iou_matches_hand_value():
+    iou = box_iou_matrix(np.array([TA]), np.array([TA_SHIFT, TA, FAR]))
+    assert iou.dtype == np.float32
+    assert iou[0, 0] == pytest.approx(0.036 / 0.044, rel=1e-6)
+    # float32 in Darknet's order: a box with itself is 0.99999964, not 1 (as in Darknet)
+    assert iou[0, 1] == np.float32(0.99999964) and iou[0, 2] == 0.0
+
+
+def test_one_class_all_point_modes():
+    dets, truths = one_class_set()
+    # prec 1, 1/2, 1/3, 1/2; rec 1/2, 1/2, 1/2, 1
+    r0 = compute_map(dets, truths, 1, points=0)
+    assert r0.ap[0] == pytest.approx(0.5 * 1 + 0.5 * 0.5, abs=1e-15)           # 0.75
+    r11 = compute_map(dets, truths, 1, points=11)
+    assert r11.ap[0] == pytest.approx((6 * 1 + 5 * 0.5) / 11, abs=1e-15)        # r=0..0.5 -> 1
+    r101 = compute_map(dets, truths, 1, points=101)
+    assert r101.ap[0] == pytest.approx((51 * 1 + 50 * 0.5) / 101, abs=1e-15)    # r=0..0.50 -> 1
+    assert r0.map == r0.ap[0]
+    assert (r0.detections_count, r0.unique_truth_count) == (4, 2)
+    # at .25: TP .9, FP .8 (duplicate), FP .7, TP .6
+    assert (r0.tp, r0.fp, r0.fn) == (2, 2, 0)
+    assert r0.precision == pytest.approx(0.5) and r0.recall == 1.0
+    assert r0.f1 == pytest.approx(2 / 3, rel=1e-6)
+    assert r0.avg_iou == pytest.approx(0.5)  # (1 + 1) / 4
+
+
+def test_iou_threshold_is_strict_and_selectable():
+    truths = [[[0, *TA], [0, *TB]]]
+    dets = [([TA_SHIFT, TB], [[0.8], [0.6]])]                 # TA_SHIFT: IoU .818 with TA
+    assert compute_map(dets, truths, 1, iou_thresh=0.81).ap[0] == 1.0
+    r = compute_map(dets, truths, 1, iou_thresh=0.82)       # the .8 det is now a FP
+    assert r.ap[0] == pytest.approx(0.5 * 0.5)             # ranks FP, TP: rec .5 at prec .5
+    # strictly greater, compared in float32: a threshold equal to the IoU is no match,
+    # the next float32 below it is
+    half = [0.25 + 0.1, 0.25, 0.2, 0.2]                     # IoU with TA = 0.1*0.2/(0.08-0.02) = 1/3
+    iou = box_iou_matrix(np.array([half]), np.array([TA]))[0, 0]
+    below = float(np.nextafter(iou, np.float32(0)))
+    assert compute_map([([half], [[0.9]])], [[[0, *TA]]], 1, iou_thresh=below).ap[0] == 1.0
+    assert compute_map([([half], [[0.9]])], [[[0, *TA]]], 1, iou_thresh=float(iou)).ap[0] == 0.0
+
+
+def test_two_classes_difficult_duplicates_ties():
+    """The worked example of the module: 2 images, 2 classes, a difficult object."""
+    truths = [[[0, *TA], [0, *TB], [1, *TC]], [[0, *TD]]]
+    difficult = [[[1, *TD]], []]
+    img0 = ([TA, TA_SHIFT, TD, TC, TB],
+            [[0.9, 0.0],    # c0 -> TA: TP
+             [0.8, 0.3],    # c0 -> TA again: FP; c1 hits nothing: FP
+             [0.0, 0.7],    # c1 on the difficult object: dropped (but FP at .25)
+             [0.0, 0.2],    # c1 -> TC: TP (below .25)
+             [0.5, 0.0]])   # c0 -> TB: TP
+    img1 = ([FAR, TD], [[0.8, 0.0],   # c0 FP, ties with img0's duplicate
+                        [0.1, 0.0]])  # c0 -> TD: TP
+    r = compute_map([img0, img1], truths, 2, difficult=difficult)
+    # class 0: 3 truths, ranks .9 TP, .8 FP, .8 FP, .5 TP, .1 TP
+    #   prec 1, 1/2, 1/3, 1/2, 3/5; rec 1/3, 1/3, 1/3, 2/3, 1
+    ap0 = 1 / 3 * 1 + 1 / 3 * 0.6 + 1 / 3 * 0.6
+    # class 1: 1 truth (the difficult one is not counted), ranks .3 FP, .2 TP
+    ap1 = 1.0 * 0.5
+    assert r.ap[0] == pytest.approx(ap0, abs=1e-15)
+    assert r.ap[1] == pytest.approx(ap1, abs=1e-15)
+    assert r.map == pytest.approx((ap0 + ap1) / 2, abs=1e-15)
+    assert list(r.truth_count) == [3, 1] and r.detections_count == 7  # 8 pairs, 1 dropped
+    assert list(r.tp_thresh) == [2, 0] and list(r.fp_thresh) == [2, 2]
+    assert (r.tp, r.fp, r.fn) == (2, 4, 2)
+    assert r.precision == pytest.approx(1 / 3, rel=1e-6) and r.recall == 0.5
+    assert r.f1 == pytest.approx(0.4, rel=1e-6)
+    assert r.avg_iou == pytest.approx(2 / 6, rel=1e-6)
+    # 11 points, class 0: r<=1/3 -> 1, r in (1/3, 2/3] -> .6, r > 2/3 -> .6; class 1: all .5
+    r11 = compute_map([img0, img1], truths, 2, difficult=difficult, points=11)
+    assert r11.ap[0] == pytest.approx((4 * 1 + 7 * 0.6) / 11, abs=1e-15)
+    assert r11.ap[1] == pytest.approx(0.5, abs=1e-15)
+    # without the difficult list, the det on TD (class 1) is a plain FP at rank .7
+    r_nd = compute_map([img0, img1], truths, 2)
+    assert r_nd.ap[1] == pytest.approx(1.0 * (1 / 3))   # ranks .7 FP .3 FP .2 TP
+    assert r_nd.detections_count == 8
+
+
+def test_ties_keep_input_order():
+    """Equal probs rank in input order (glibc's qsort is a stable merge sort)."""
+    truths = [[[0, *TA]], [[0, *TB]]]
+    fp_first = compute_map([([FAR], [[0.5]]), ([TB], [[0.5]])], truths, 1)
+    tp_first = compute_map([([TB], [[0.5]]), ([FAR], [[0.5]])], [truths[1], truths[0]], 1)
+    assert fp_first.ap[0] == pytest.approx(0.5 * 0.5)   # FP, TP: rec .5 reached at prec .5
+    assert tp_first.ap[0] == pytest.approx(0.5 * 1.0)   # TP, FP
+    # two equal-prob dets on one truth: the earlier one is the TP, in ranking and at .25
+    r = compute_map([([TA_SHIFT, TA], [[0.5], [0.5]])], [[[0, *TA]]], 1)
+    assert r.ap[0] == 1.0 and (r.tp, r.fp) == (1, 1)
+    assert r.avg_iou == pytest.approx((0.036 / 0.044) / 2, rel=1e-6)  # the TP is TA_SHIFT
+
+
+def test_conf_thresh_counts_in_image_order_not_rank_order():
+    """Darknet's TP at conf_thresh asks whether an earlier det *of this image, in
+    detection order* claimed the truth -- even one below the threshold."""
+    r = compute_map([([TA_SHIFT, TA], [[0.1], [0.9]])], [[[0, *TA]]], 1)
+    assert r.ap[0] == 1.0               # in rank order .9 comes first and is the TP
+    assert (r.tp, r.fp) == (0, 1)       # but at .25 it is a FP: the .1 det came first
+    assert math.isnan(r.avg_iou) is False and r.avg_iou == 0.0
+
+
+def test_best_iou_truth_wins_and_class_must_match():
+    ta2 = [0.28, 0.25, 0.2, 0.2]          # IoU with TA_SHIFT .905 > TA's .818; with TA .739
+    truths = [[[0, *TA], [1, *TA_SHIFT], [0, *ta2]]]
+    # TA_SHIFT (.9) must take ta2 (best IoU, not the first truth above .5), leaving TA
+    # to the exact det (.8); the identical class-1 truth is never a candidate for class 0
+    r = compute_map([([TA_SHIFT, TA], [[0.9, 0.0], [0.8, 0.0]])], truths, 2)
+    assert r.ap[0] == 1.0 and r.ap[1] == 0.0
+    assert (r.tp, r.fp, r.fn) == (2, 0, 1)
+    first_above = compute_map([([TA_SHIFT, TA], [[0.9, 0.0], [0.8, 0.0]])],
+                              [[[0, *TA], [1, *TA_SHIFT]]], 2)
+    assert first_above.ap[0] == 1.0 and (first_above.tp, first_above.fp) == (1, 1)
+
+
+def test_sparse_pairs_equal_dense():
+    truths = [[[0, *TA], [1, *TC]]]
+    dense = compute_map([([TA, TC, FAR], [[0.9, 0.2], [0.0, 0.6], [0.3, 0.3]])], truths, 2)
+    sparse = compute_map([([TA, TA, TC, FAR, FAR], [0, 1, 1, 0, 1], [0.9, 0.2, 0.6, 0.3, 0.3])],
+                         truths, 2)
+    np.testing.assert_array_equal(dense.ap, sparse.ap)
+    assert (dense.tp, dense.fp, dense.detections_count) == (sparse.tp, sparse.fp, sparse.detections_count)
+
+
+def test_classes_without_truths_or_detections_count_in_map():
+    r = compute_map([([TA], [[1.0, 0.0, 0.0]])], [[[0, *TA]]], 3)
+    assert list(r.ap) == [1.0, 0.0, 0.0] and r.map == pytest.approx(1 / 3)
+    empty = compute_map([([], np.zeros((0, 3)))], [[[0, *TA]]], 3)
+    assert empty.map == 0.0 and empty.detections_count == 0 and empty.fn == 1
+    assert math.isnan(empty.precision)  # 0/0, printed as -nan like Darknet on x86-64
+    assert "precision = -nan, recall = 0.00, F1-score = -nan" in empty.format_report()
+
+
+def test_streaming_equals_batch_and_order_of_adding():
+    rng = np.random.default_rng(0)
+    C, imgs = 4, []
+    for _ in range(30):
+        g = rng.integers(0, 6)
+        t = np.c_[rng.integers(0, C, g), rng.uniform(0.2, 0.8, (g, 2)), rng.uniform(0.05, 0.3, (g, 2))]
+        n = rng.integers(0, 12)
+        jitter = rng.normal(0, 0.03, (n, 4))
+        src = t[rng.integers(0, max(g, 1), n), 1:] if g else rng.uniform(0.1, 0.9, (n, 4))
+        boxes = np.abs(src + jitter)
+        probs = rng.uniform(0, 1, (n, C)) * (rng.uniform(0, 1, (n, C)) < 0.4)
+        imgs.append(((boxes, probs), t))
+    batch = compute_map([d for d, _ in imgs], [t for _, t in imgs], C, points=101)
+    acc = DarknetMap(C)
+    for d, t in imgs:
+        acc.add_image(*d, t)
+    streamed = acc.result(101)
+    np.testing.assert_array_equal(batch.ap, streamed.ap)
+    assert 0 < batch.map < 1 and batch.detections_count > 100
+    assert batch.map == pytest.approx(batch.ap.mean(), abs=1e-15)
+
+
+def test_report_lines_are_darknets_printf():
+    dets, truths = one_class_set()
+    text = compute_map(dets, truths, 1, points=11).format_report(["car"])
+    assert "\n detections_count = 4, unique_truth_count = 2  \n" in text
+    assert "class_id = 0, name = car, ap = 77.27%   \t (TP = 2, FP = 2) \n" in text
+    assert "\n for conf_thresh = 0.25, precision = 0.50, recall = 1.00, F1-score = 0.67 \n" in text
+    assert " for conf_thresh = 0.25, TP = 2, FP = 2, FN = 0, average IoU = 50.00 % \n" in text
+    assert "\n IoU threshold = 50 %, used 11 Recall-points \n" in text
+    assert " mean average precision (mAP@0.50) = 0.772727, or 77.27 % \n" in text
+    auc = compute_map(dets, truths, 1).format_report(["car"])
+    assert "used Area-Under-Curve for each unique Recall \n" in auc
+    d = compute_map(dets, truths, 1).to_dict(["car"])
+    json.dumps(d)
+    assert d["classes"][0] == {"class_id": 0, "name": "car", "ap": 0.75, "truths": 2, "detections": 4,
+                               "tp": 2, "fp": 2, "average_iou": pytest.approx(0.5, rel=1e-6)}
+    assert "| 0 | car | 75.00 | 2 | 2 | 2 |" in compute_map(dets, truths, 1).to_markdown(["car"])
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(DataError, match="truth object #1"):
+        compute_map([([TA], [[0.5]])], [[[0, *TA], [3, *TB]]], 1)
+    with pytest.raises(DarknetKDError, match="2 classes, expected 1"):
+        compute_map([([TA], [[0.5, 0.1]])], [[[0, *TA]]], 1)
+    with pytest.raises(DarknetKDError, match="NaN"):
+        compute_map([([[np.nan, 0, 0, 0]], [[0.5]])], [[]], 1)
+    with pytest.raises(DarknetKDError, match="points"):
+        compute_map([([TA], [[0.5]])], [[]], 1, points=1)
+    with pytest.raises(DarknetKDError, match="iou_thresh"):
+        DarknetMap(1, iou_thresh=1.0)
+    with pytest.raises(DarknetKDError, match="2 detection lists for 1"):
+        compute_map([([TA], [[0.5]])] * 2, [[]], 1)
