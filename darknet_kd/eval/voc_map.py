@@ -42,32 +42,21 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
+from ..box import pairwise_iou
 from ..errors import DarknetKDError, DataError
 
 F32 = np.float32
 
 
-def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a (n,4)`` with every box in ``b (m,4)`` (``cx,cy,w,h``),
-    float32, in the operation order of Darknet's box.c (overlap, box_intersection,
-    box_union, box_iou: 0 when the intersection or the union is 0)."""
-    a = np.asarray(a, F32)[:, None, :]
-    b = np.asarray(b, F32)[None, :, :]
-    two = F32(2)
-
-    def overlap(x1, w1, x2, w2):
-        left = np.maximum(x1 - w1 / two, x2 - w2 / two)
-        right = np.minimum(x1 + w1 / two, x2 + w2 / two)
-        return right - left
-
-    w = overlap(a[..., 0], a[..., 2], b[..., 0], b[..., 2])
-    h = overlap(a[..., 1], a[..., 3], b[..., 1], b[..., 3])
-    inter = np.where((w < 0) | (h < 0), F32(0), w * h)
-    union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = inter / union
-    return np.where((inter == 0) | (union == 0), F32(0), iou).astype(F32, copy=False)
+def box_iou_matrix(a, b) -> np.ndarray:
+    """IoU of every box in ``a (n,4)`` with every box in ``b (m,4)`` (``cx,cy,w,h``) as a
+    float32 numpy matrix, through the project's one IoU (darknet_kd.box.pairwise_iou,
+    Darknet's box.c:box_iou in float32 and in its operation order)."""
+    a = torch.from_numpy(np.ascontiguousarray(a, F32).reshape(-1, 4))
+    b = torch.from_numpy(np.ascontiguousarray(b, F32).reshape(-1, 4))
+    return pairwise_iou(a, b).numpy()
 
 
 def _c(fmt: str, x: float) -> str:
@@ -170,6 +159,37 @@ class MapResult:
         return "\n".join(rows) + "\n"
 
 
+def detection_pairs(d, num_classes: int, source=None):
+    """``(boxes, det, cls, prob)`` from one image's detections ``d``: ``(boxes, probs)``
+    with dense ``probs (n, C)`` or ``(boxes, classes, scores)``. ``det, cls, prob`` list
+    every det x class with prob > 0 in Darknet's visiting order (det-major,
+    class-minor; pairs in the given order); boxes stay ``(n, 4)`` float32."""
+    if len(d) not in (2, 3):
+        raise DarknetKDError("detections must be (boxes, probs) or (boxes, classes, scores)", source)
+    boxes = np.asarray(d[0], F32).reshape(-1, 4)
+    n = len(boxes)
+    if len(d) == 2:
+        probs = np.asarray(d[1], F32).reshape(n, -1) if n else np.zeros((0, num_classes), F32)
+        if probs.shape[1] != num_classes:
+            raise DarknetKDError(f"probs has {probs.shape[1]} classes, expected {num_classes}", source)
+        finite = np.isfinite(probs).all()
+        det, cls = np.nonzero(probs > 0)  # row-major: det-major, class-minor
+        prob = probs[det, cls]
+    else:
+        classes = np.asarray(d[1]).reshape(-1)
+        scores = np.asarray(d[2], F32).reshape(-1)
+        if not (len(classes) == len(scores) == n):
+            raise DarknetKDError(f"{n} boxes, {len(classes)} classes, {len(scores)} scores", source)
+        if n and ((classes < 0).any() or (classes >= num_classes).any() or (classes != np.floor(classes)).any()):
+            raise DarknetKDError(f"detection class ids must be integers in [0, {num_classes})", source)
+        finite = np.isfinite(scores).all()
+        det = np.nonzero(scores > 0)[0]
+        cls, prob = classes[det].astype(np.int64), scores[det]
+    if not (finite and np.isfinite(boxes).all()):
+        raise DarknetKDError("detections contain NaN or infinite values", source)
+    return boxes, det, cls.astype(np.int64), prob
+
+
 class DarknetMap:
     """Accumulates images, then ``result(points)`` gives Darknet's mAP and report.
 
@@ -208,37 +228,21 @@ class DarknetMap:
         if bad.any():
             k = int(np.argmax(bad))
             raise DataError(f"{what} object #{k}: {t[k].tolist()} is not 'class cx cy w h' with "
-                                 f"an integer class in [0, {self.num_classes})", source)
+                            f"an integer class in [0, {self.num_classes})", source)
         return t
 
     def add_image(self, boxes, probs, truths, difficult=None, source=None) -> None:
         """One image with Darknet's dense detections: ``probs (n, C)``; every entry
         > 0 is a ranked detection, visited det by det, class by class."""
-        boxes = np.asarray(boxes, F32).reshape(-1, 4)
-        probs = np.asarray(probs, F32).reshape(len(boxes), -1) if len(boxes) else \
-            np.zeros((0, self.num_classes), F32)
-        if probs.shape[1] != self.num_classes:
-            raise DarknetKDError(f"probs has {probs.shape[1]} classes, expected {self.num_classes}", source)
-        det, cls = np.nonzero(probs > 0)  # row-major: det-major, class-minor
-        self._add(boxes, det, cls, probs[det, cls], truths, difficult, source)
+        self._add(*detection_pairs((boxes, probs), self.num_classes, source), truths, difficult, source)
 
     def add_pairs(self, boxes, classes, scores, truths, difficult=None, source=None) -> None:
         """One image with one (class, score) per box, visited in the given order;
         scores <= 0 are not detections (as in Darknet)."""
-        boxes = np.asarray(boxes, F32).reshape(-1, 4)
-        classes = np.asarray(classes).reshape(-1)
-        scores = np.asarray(scores, F32).reshape(-1)
-        if not (len(classes) == len(scores) == len(boxes)):
-            raise DarknetKDError(f"{len(boxes)} boxes, {len(classes)} classes, {len(scores)} scores", source)
-        if len(classes) and ((classes < 0).any() or (classes >= self.num_classes).any()
-                             or (classes != np.floor(classes)).any()):
-            raise DarknetKDError(f"detection class ids must be integers in [0, {self.num_classes})", source)
-        keep = np.nonzero(scores > 0)[0]
-        self._add(boxes, keep, classes[keep].astype(np.int64), scores[keep], truths, difficult, source)
+        self._add(*detection_pairs((boxes, classes, scores), self.num_classes, source),
+                  truths, difficult, source)
 
     def _add(self, boxes, det, cls, prob, truths, difficult, source) -> None:
-        if not np.isfinite(boxes).all() or not np.isfinite(prob).all():
-            raise DarknetKDError("detections contain NaN or infinite values", source)
         truths = self._truths(truths, "truth", source)
         diff = self._truths(difficult, "difficult truth", source)
         tcls = truths[:, 0].astype(np.int64)
@@ -379,12 +383,6 @@ def compute_map(detections, truths, num_classes: int, *, iou_thresh: float = 0.5
                              + ("" if difficult is None else f" and {len(difficult)} difficult lists"))
     acc = DarknetMap(num_classes, iou_thresh, conf_thresh)
     for i, (d, t) in enumerate(zip(detections, truths)):
-        dif = None if difficult is None else difficult[i]
         src = f"image #{i}"
-        if len(d) == 2:
-            acc.add_image(d[0], d[1], t, dif, source=src)
-        elif len(d) == 3:
-            acc.add_pairs(d[0], d[1], d[2], t, dif, source=src)
-        else:
-            raise DarknetKDError("detections must be (boxes, probs) or (boxes, classes, scores)", src)
+        acc._add(*detection_pairs(d, num_classes, src), t, None if difficult is None else difficult[i], src)
     return acc.result(points, names)
