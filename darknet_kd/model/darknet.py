@@ -83,8 +83,8 @@ class NetOptions:
 class Darknet(nn.Module):
     """A Darknet network.
 
-    ``forward(x)`` in training mode returns the list of raw [yolo] inputs
-    (B, A*(5+C), H, W); in eval mode a tensor (B, N, 5+C) of decoded predictions
+    ``forward(x)`` in training mode (or with ``raw=True``) returns the list of raw [yolo]
+    inputs (B, A*(5+C), H, W); in eval mode a tensor (B, N, 5+C) of decoded predictions
     from all [yolo] layers (see :class:`layers.Yolo`).  ``forward(x, keep=[i, j])``
     returns ``(output, {i: out_i, j: out_j})`` for any layer indices (distillation).
     """
@@ -158,7 +158,9 @@ class Darknet(nn.Module):
         save_weights(self, path, cutoff)
 
     # -- forward ------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, keep=None):
+    def forward(self, x: torch.Tensor, keep=None, raw: bool | None = None):
+        """``raw`` (default: ``self.training``) returns the raw [yolo] inputs instead of decoded rows."""
+        raw = self.training if raw is None else raw
         keep = set(keep or ())
         outputs: dict[int, torch.Tensor] = {}
         heads = []
@@ -170,12 +172,12 @@ class Darknet(nn.Module):
             elif isinstance(m, L.Shortcut):
                 x = m(x, outputs)
             elif isinstance(m, L.Yolo):
-                heads.append(m(x, net_hw))
+                heads.append(x if raw else m.decode(x, net_hw))
             else:
                 x = m(x)
             if i in self._keep or i in keep:
                 outputs[i] = x
-        out = heads if self.training else torch.cat(heads, 1)
+        out = heads if raw else torch.cat(heads, 1)
         if keep:
             return out, {i: outputs[i] for i in sorted(keep)}
         return out

@@ -399,9 +399,6 @@ class Yolo(DarknetLayer):
     def num_masked(self):
         return len(self.mask)
 
-    def forward(self, x, net_hw: tuple[int, int] | None = None):
-        return x if self.training else self.decode(x, net_hw)
-
     def decode(self, x: torch.Tensor, net_hw: tuple[int, int] | None = None) -> torch.Tensor:
         """Raw head -> (B, A*H*W, 5+C); ``net_hw`` is the network input size (anchors are in
         its pixels), by default the cfg's."""
