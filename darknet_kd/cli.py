@@ -15,6 +15,8 @@ from .errors import DarknetKDError
 COMMAND_MODULES = [
     "darknet_kd.model.info",
     "darknet_kd.data.check",
+    "darknet_kd.data.convert",
+    "darknet_kd.train.trainer",
 ]
 
 

@@ -300,7 +300,7 @@ def label_path(image_path) -> Path:
     return Path(s)
 
 
-def parse_labels(lines, path, num_classes: int | None = None, tol: float = COORD_TOL) -> np.ndarray:
+def parse_labels(lines, path, num_classes: int | None = None, tol: float = COORD_TOL, dtype=np.float32) -> np.ndarray:
     """Validate label lines (see :func:`read_labels`); ``path`` names them in errors."""
     rows = []
     for n, raw in enumerate(lines, 1):
@@ -327,32 +327,38 @@ def parse_labels(lines, path, num_classes: int | None = None, tol: float = COORD
                 raise DataError(f"{name} = {v:g} is outside [0, 1] (labels are relative to the image size)",
                                 path, n)
         rows.append((cls, x, y, w, h))
-    return np.asarray(rows, dtype=np.float32).reshape(-1, 5)
+    return np.asarray(rows, dtype=dtype).reshape(-1, 5)
 
 
-def read_labels(path, num_classes: int | None = None, tol: float = COORD_TOL) -> np.ndarray:
+def read_labels(path, num_classes: int | None = None, tol: float = COORD_TOL, dtype=np.float32) -> np.ndarray:
     """A label file as an (N, 5) float32 array ``[cls, cx, cy, w, h]``; a missing file is
     an image without objects (as in Darknet's read_boxes).  Strict: wrong field count,
     non-numbers, class outside ``0..num_classes-1``, coordinates or box edges outside
     [0, 1] by more than ``tol``, and zero/negative sizes are DataErrors naming file:line
-    (Darknet would skip, clip or misread such lines silently)."""
+    (Darknet would skip, clip or misread such lines silently).  ``dtype=np.float64`` keeps
+    all the digits written (the converters' exact round trips)."""
     path = Path(path)
     if not path.exists():
-        return np.zeros((0, 5), np.float32)
-    return parse_labels(_read_text(path, "label file"), path, num_classes, tol)
+        return np.zeros((0, 5), dtype)
+    return parse_labels(_read_text(path, "label file"), path, num_classes, tol, dtype)
 
 
-def _fmt(v: float) -> str:
-    """``%f`` as Darknet writes, with more digits when needed to read back the same float32."""
+def _fmt(v, double: bool) -> str:
+    """``%f`` as Darknet writes, with more digits when needed to read back the same
+    float32 (or float64 when ``double``)."""
+    if double:
+        v = float(v)
+        s = f"{v:.6f}"
+        return s if float(s) == v else np.format_float_positional(v, unique=True, trim="-")
     v32 = np.float32(v)
     s = f"{float(v32):.6f}"
-    if np.float32(s) != v32:
-        s = np.format_float_positional(v32, unique=True, trim="-")
-    return s
+    return s if np.float32(s) == v32 else np.format_float_positional(v32, unique=True, trim="-")
 
 
 def format_labels(labels) -> str:
-    """Label lines for an (N, 5) array (class, cx, cy, w, h)."""
+    """Label lines for an (N, 5) array (class, cx, cy, w, h); float64 input keeps float64
+    precision, anything else float32."""
+    double = np.asarray(labels).dtype == np.float64
     a = np.asarray(labels, dtype=np.float64)
     if a.size == 0:
         return ""
@@ -362,11 +368,12 @@ def format_labels(labels) -> str:
         raise DataError("labels contain NaN or infinity")
     if (a[:, 0] != np.round(a[:, 0])).any() or (a[:, 0] < 0).any():
         raise DataError("class ids must be non-negative integers")
-    return "".join(f"{int(r[0])} {_fmt(r[1])} {_fmt(r[2])} {_fmt(r[3])} {_fmt(r[4])}\n" for r in a)
+    return "".join(f"{int(r[0])} " + " ".join(_fmt(v, double) for v in r[1:]) + "\n" for r in a)
 
 
 def write_labels(path, labels) -> None:
-    """Write a label file (``%d %f %f %f %f`` lines; float32 values read back exactly)."""
+    """Write a label file (``%d %f %f %f %f`` lines; values read back exactly: float32
+    ones with read_labels, float64 ones with ``read_labels(..., dtype=np.float64)``)."""
     try:
         text = format_labels(labels)
     except DataError as e:
