@@ -82,9 +82,10 @@ class ListStats:
         return "\n".join(lines)
 
 
-def check_dataset(data_path, decode: bool = False, out=sys.stdout, max_errors: int = 50):
+def check_dataset(data_path, decode: bool = False, out=None):
     """Validate the dataset of ``data_path``; print statistics to ``out``.  Returns
     (errors: list[DataError], stats: dict list-key -> ListStats)."""
+    out = sys.stdout if out is None else out
     cfg = read_data_file(data_path)
     errors: list[DarknetKDError] = []
 

@@ -20,8 +20,8 @@ Formats (AlexeyAB/darknet):
 Relative paths.  Darknet opens every relative path (in a ``.data``, in a list file)
 relative to the *current directory*.  Here a relative path is resolved against the
 current directory first (Darknet's rule) and, when nothing exists there, against the
-folder of the ``.data`` file that names it (and, for list entries, the folder of the
-list file).  Writers (:func:`write_data_file`, :func:`write_list`) store paths that lie
+folder of the ``.data`` file that names it (for list entries: that folder, then the
+folder of the list file).  Writers (:func:`write_data_file`, :func:`write_list`) store paths that lie
 under the dataset root relative to that root (by default the folder of the file being
 written), so a dataset folder can be moved: it works from any directory here, and in
 Darknet when Darknet is started in the folder that holds the ``.data`` file.
@@ -260,9 +260,10 @@ def write_names(path, names) -> None:
 
 def read_list(path, anchors=()) -> list[Path]:
     """Image paths of a list file (blank lines skipped), resolved against the current
-    directory, then the list file's folder, then ``anchors``."""
+    directory, then ``anchors`` (the .data folder when read through DataConfig.images),
+    then the list file's folder; a path found nowhere is given relative to the first."""
     path = Path(path)
-    bases = (path.parent, *anchors)
+    bases = (*anchors, path.parent)
     return [resolve_path(s.strip(), *bases) for s in _read_text(path, "list file") if s.strip()]
 
 
