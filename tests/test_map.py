@@ -214,20 +214,27 @@ def test_bad_input_is_a_clear_error():
 
 # ---------------------------------------------------------------- COCO (pycocotools)
 
-def _coco_set(seed=0, C=3, n_images=12):
-    """Absolute-pixel truths/detections on 512x256 images (relative coordinates are
-    then exact binary fractions, so both routes see the same numbers)."""
+def _coco_set(root, seed=0, C=3, n_images=12):
+    """A Darknet dataset on disk (PNG images 512x256, labels, list, names, .data) and
+    the same truths/detections in absolute pixels as COCO JSON built by hand.
+    512x256 makes the relative coordinates exact binary fractions."""
+    import cv2
     rng = np.random.default_rng(seed)
     W, H = 512, 256
-    images, truths, dets, abs_gt, abs_dt = [], [], [], [], []
+    (root / "img").mkdir()
+    lines, dets, abs_gt, abs_dt, images = [], [], [], [], []
     for i in range(n_images):
-        images.append({"id": 100 + i, "file_name": f"img{i}.jpg", "width": W, "height": H})
+        path = root / "img" / f"{i}.png"
+        cv2.imwrite(str(path), np.zeros((H, W, 3), np.uint8))
+        lines.append(str(path))
+        images.append({"id": i + 1, "file_name": f"img/{i}.png", "width": W, "height": H})
         g = int(rng.integers(0, 6))
-        x1 = rng.integers(0, W - 100, g); y1 = rng.integers(0, H - 80, g)
-        w = rng.integers(4, 100, g); h = rng.integers(4, 80, g)
+        x1, y1 = rng.integers(0, W - 100, g), rng.integers(0, H - 80, g)
+        w, h = rng.integers(4, 100, g), rng.integers(4, 80, g)
         cls = rng.integers(0, C, g)
-        truths.append(np.c_[cls, (x1 + w / 2) / W, (y1 + h / 2) / H, w / W, h / H])
-        abs_gt += [(100 + i, int(c), [float(a), float(b), float(cw), float(ch)]) for c, a, b, cw, ch in zip(cls, x1, y1, w, h)]
+        rel = np.c_[cls, (x1 + w / 2) / W, (y1 + h / 2) / H, w / W, h / H]
+        (root / "img" / f"{i}.txt").write_text("".join(f"{int(r[0])} {float(r[1])!r} {float(r[2])!r} {float(r[3])!r} {float(r[4])!r}\n" for r in rel))
+        abs_gt += [(i + 1, int(c), [float(a), float(b), float(cw), float(ch)]) for c, a, b, cw, ch in zip(cls, x1, y1, w, h)]
         n = int(rng.integers(0, 10))
         pick = rng.integers(0, max(g, 1), n)
         jit = rng.integers(-6, 7, (n, 4)) * 0.5
@@ -241,21 +248,25 @@ def _coco_set(seed=0, C=3, n_images=12):
             dcls = rng.integers(0, C, n)
         score = np.round(rng.uniform(0.01, 1, n), 3).astype(np.float32)
         dets.append((np.c_[(bx1 + bw / 2) / W, (by1 + bh / 2) / H, bw / W, bh / H], dcls, score))
-        abs_dt += [{"image_id": 100 + i, "category_id": int(c) + 1, "bbox": [float(a), float(b), float(cw), float(ch)],
+        abs_dt += [{"image_id": i + 1, "category_id": int(c) + 1, "bbox": [float(a), float(b), float(cw), float(ch)],
                     "score": float(s)} for c, a, b, cw, ch, s in zip(dcls, bx1, by1, bw, bh, score)]
+    (root / "valid.txt").write_text("\n".join(lines) + "\n")
+    (root / "obj.names").write_text("".join(f"c{c}\n" for c in range(C)))
+    (root / "obj.data").write_text(f"classes={C}\nvalid=valid.txt\nnames=obj.names\n")
     gt_json = {"images": images, "categories": [{"id": c + 1, "name": f"c{c}"} for c in range(C)],
                "annotations": [{"id": k + 1, "image_id": im, "category_id": c + 1, "bbox": b,
                                 "area": b[2] * b[3], "iscrowd": 0} for k, (im, c, b) in enumerate(abs_gt)]}
-    return images, truths, dets, gt_json, abs_dt
+    return root / "obj.data", dets, gt_json, abs_dt
 
 
 def test_coco_map_equals_pycocotools_run_directly(tmp_path, capsys):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
+    from darknet_kd.data.convert import to_coco
     from darknet_kd.eval.coco import coco_map
 
     C = 3
-    images, truths, dets, gt_json, dt_json = _coco_set(C=C)
+    data, dets, gt_json, dt_json = _coco_set(tmp_path, C=C)
     (tmp_path / "gt.json").write_text(json.dumps(gt_json))
     (tmp_path / "dt.json").write_text(json.dumps(dt_json))
     gt = COCO(str(tmp_path / "gt.json"))
@@ -263,7 +274,7 @@ def test_coco_map_equals_pycocotools_run_directly(tmp_path, capsys):
     ev.evaluate(); ev.accumulate(); ev.summarize()
     capsys.readouterr()
 
-    ours = coco_map(images, truths, dets, C, names=[f"c{c}" for c in range(C)])
+    ours = coco_map(to_coco(data), dets)
     assert len(dt_json) > 30 and 0.1 < ev.stats[0] < 0.95
     np.testing.assert_array_equal(ours.stats, np.asarray(ev.stats))
     assert ours.map == ev.stats[0]
@@ -275,18 +286,21 @@ def test_coco_map_equals_pycocotools_run_directly(tmp_path, capsys):
     assert json.dumps(ours.to_dict([f"c{c}" for c in range(C)]))
 
 
-def test_coco_dense_probs_and_no_detections():
-    from darknet_kd.eval.coco import coco_map, gt_to_coco, dets_to_coco
+def test_coco_dense_probs_clipping_and_no_detections():
+    from darknet_kd.eval.coco import coco_map, dets_to_coco
 
-    images = [{"width": 100, "height": 50}]
-    truths = [[[1, 0.5, 0.5, 0.2, 0.4]]]
-    perfect = coco_map(images, truths, [([[0.5, 0.5, 0.2, 0.4]], [[0.0, 0.9]])], 2)
-    assert perfect.stats[0] == pytest.approx(1.0) and np.isnan(perfect.per_class_ap[0])
-    gt = gt_to_coco(images, truths, 2)
-    assert gt["annotations"][0]["bbox"] == pytest.approx([40, 15, 20, 20])
-    # a det reaching outside the image is clipped like Darknet's print_cocos
-    res = dets_to_coco(gt, [([[0.05, 0.5, 0.2, 0.4]], [[0.3, 0.0]])], 2)
-    assert res == [{"image_id": 1, "category_id": 1, "bbox": pytest.approx([0, 15, 15, 20]),
-                    "score": pytest.approx(0.3)}]
-    none = coco_map(images, truths, [([], np.zeros((0, 2)))], 2)
-    assert none.stats[0] == 0.0
+    gt = {"images": [{"id": 7, "file_name": "a.png", "width": 100, "height": 50}],
+          "categories": [{"id": 1, "name": "a"}, {"id": 5, "name": "b"}],
+          "annotations": [{"id": 1, "image_id": 7, "category_id": 5, "bbox": [40, 15, 20, 20],
+                           "area": 400, "iscrowd": 0}]}
+    perfect = coco_map(gt, [([[0.5, 0.5, 0.2, 0.4]], [[0.0, 0.9]])])
+    assert perfect.stats[0] == pytest.approx(1.0)
+    assert np.isnan(perfect.per_class_ap[0]) and perfect.per_class_ap[1] == pytest.approx(1.0)
+    # every class with prob > 0 is a result; a box reaching outside the image is clipped
+    # like Darknet's print_cocos
+    res = dets_to_coco(gt, [([[0.05, 0.5, 0.2, 0.4]], [[0.3, 0.2]])])
+    assert res == [{"image_id": 7, "category_id": 1, "bbox": pytest.approx([0, 15, 15, 20]), "score": pytest.approx(0.3)},
+                   {"image_id": 7, "category_id": 5, "bbox": pytest.approx([0, 15, 15, 20]), "score": pytest.approx(0.2)}]
+    assert coco_map(gt, [([], np.zeros((0, 2)))]).stats[0] == 0.0
+    with pytest.raises(DarknetKDError, match="2 detection lists for 1 images"):
+        dets_to_coco(gt, [([], np.zeros((0, 2)))] * 2)

@@ -1,17 +1,16 @@
 """COCO mAP@[.5:.95] through pycocotools (COCOeval, iouType='bbox').
 
-Ground truth and detections are exported to COCO JSON structures (in memory; the
-same dicts can be written with :func:`write_json`) and handed to pycocotools
-unchanged, so the numbers are pycocotools' own.
+Ground truth comes from the dataset converter (darknet_kd.data.convert.to_coco: image
+id = position in the list + 1, category id = class + 1 by default, boxes in pixels,
+``difficult=`` objects as ``iscrowd=1``); detections are exported here to a COCO
+results list for the same images; both go to pycocotools unchanged, so the numbers are
+pycocotools' own. The same dicts can be written with :func:`write_json`.
 
-- images: ``{"id", "file_name", "width", "height"}``, ids 1..N in list order unless given.
-- categories: ``{"id": category_ids[c], "name": names[c]}``; by default ``c + 1``
-  (pycocotools treats id 0 as "unmatched" for annotations, so ids start at 1
-  everywhere).
-- boxes: absolute pixels ``[x, y, w, h]`` (top-left corner). Relative ``cx,cy,w,h``
-  boxes (labels, detections) are converted as Darknet's print_cocos
-  (detector.c) does: corners clipped to the image, then ``w = x2 - x1``.
-- detections: every det x class with prob > 0 (Darknet's print_cocos), score = prob.
+Detections (per image, in the ground truth's image order): ``(boxes, probs)`` with dense
+per-class probs or ``(boxes, classes, scores)``, boxes relative ``cx,cy,w,h``. As
+Darknet's print_cocos (detector.c) does, every det x class with prob > 0 becomes one
+result with score = prob, and the box corners are clipped to the image before
+``[x, y, w, h]`` (absolute pixels, top-left corner) is formed.
 """
 from __future__ import annotations
 
@@ -40,46 +39,15 @@ def rel_to_abs_xywh(boxes, width: int, height: int) -> np.ndarray:
     return np.stack([x1, y1, x2 - x1, y2 - y1], 1)
 
 
-def _categories(num_classes, names, category_ids):
-    ids = list(range(1, num_classes + 1)) if category_ids is None else [int(c) for c in category_ids]
-    names = [str(i) for i in range(num_classes)] if names is None else list(names)
-    if len(ids) != num_classes or len(names) != num_classes or len(set(ids)) != num_classes:
-        raise DarknetKDError(f"{num_classes} classes need {num_classes} distinct category ids and names, "
-                             f"got {len(ids)} ids and {len(names)} names")
-    return ids, [{"id": i, "name": n} for i, n in zip(ids, names)]
-
-
-def gt_to_coco(images, truths, num_classes: int, names=None, category_ids=None) -> dict:
-    """COCO ground-truth dict. ``images[i]`` is ``{"width", "height"}`` plus optional
-    ``"id"`` and ``"file_name"``; ``truths[i]`` holds Darknet label rows
-    ``class cx cy w h`` (relative). Annotation area = box area, iscrowd = 0."""
-    if len(images) != len(truths):
-        raise DarknetKDError(f"{len(images)} images but {len(truths)} truth lists")
-    ids, cats = _categories(num_classes, names, category_ids)
-    out_images, anns = [], []
-    for i, (im, t) in enumerate(zip(images, truths)):
-        img = {"id": int(im.get("id", i + 1)), "file_name": str(im.get("file_name", f"{i + 1}")),
-               "width": int(im["width"]), "height": int(im["height"])}
-        out_images.append(img)
-        t = np.asarray(t, np.float64).reshape(-1, 5)
-        if len(t) and ((t[:, 0] < 0) | (t[:, 0] >= num_classes)).any():
-            raise DarknetKDError(f"image {img['file_name']}: class id out of [0, {num_classes})")
-        for c, (x, y, w, h) in zip(t[:, 0].astype(int), rel_to_abs_xywh(t[:, 1:], img["width"], img["height"])):
-            anns.append({"id": len(anns) + 1, "image_id": img["id"], "category_id": ids[c],
-                         "bbox": [float(x), float(y), float(w), float(h)], "area": float(w * h),
-                         "iscrowd": 0})
-    return {"images": out_images, "annotations": anns, "categories": cats}
-
-
-def dets_to_coco(gt: dict, detections, num_classes: int, category_ids=None) -> list[dict]:
-    """COCO results list for the images of ``gt`` (same order): ``detections[i]`` is
-    ``(boxes, probs)`` or ``(boxes, classes, scores)``, boxes relative ``cx,cy,w,h``."""
+def dets_to_coco(gt: dict, detections) -> list[dict]:
+    """COCO results list for the images of ``gt`` (same order); class ``c`` is the
+    category ``gt["categories"][c]``."""
     if len(detections) != len(gt["images"]):
         raise DarknetKDError(f"{len(detections)} detection lists for {len(gt['images'])} images")
-    ids, _ = _categories(num_classes, None, category_ids)
+    ids = [int(c["id"]) for c in gt["categories"]]
     res = []
     for img, d in zip(gt["images"], detections):
-        boxes, det, cls, prob = detection_pairs(d, num_classes, img["file_name"])
+        boxes, det, cls, prob = detection_pairs(d, len(ids), img.get("file_name"))
         xywh = rel_to_abs_xywh(boxes, img["width"], img["height"])[det]
         for (x, y, w, h), c, p in zip(xywh, cls, prob):
             res.append({"image_id": img["id"], "category_id": ids[c],
@@ -139,10 +107,9 @@ def evaluate_coco(gt: dict, results: list[dict]) -> CocoResult:
                       summary=summary.getvalue())
 
 
-def coco_map(images, truths, detections, num_classes: int, names=None, category_ids=None) -> CocoResult:
-    """COCO mAP@[.5:.95] of Darknet-style detections and labels (see module doc)."""
-    gt = gt_to_coco(images, truths, num_classes, names, category_ids)
-    return evaluate_coco(gt, dets_to_coco(gt, detections, num_classes, category_ids))
+def coco_map(gt: dict, detections) -> CocoResult:
+    """COCO mAP@[.5:.95] of Darknet-style detections against a COCO ground truth."""
+    return evaluate_coco(gt, dets_to_coco(gt, detections))
 
 
 def write_json(path, obj) -> None:
