@@ -435,7 +435,9 @@ class DarknetBatchSampler(Sampler):
         self.n, self.batch_size, self.width, self.height = n, batch_size, width, height
         self.random, self.step, self.seed, self.shuffle = random, step, seed, shuffle
         self.drop_last = drop_last and n >= batch_size
-        self.max_batches, self.iteration, self.epoch = max_batches, iteration, 0
+        self.max_batches, self.iteration = max_batches, iteration
+        # Resuming at batch `iteration`: continue that epoch's permutation where it stopped.
+        self.epoch, self._skip = divmod(iteration, len(self)) if len(self) else (0, 0)
         self.size = (width, height)
 
     def __len__(self):
@@ -454,9 +456,13 @@ class DarknetBatchSampler(Sampler):
         rng = np.random.default_rng((self.seed, 0, self.epoch))
         order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
         seeds = rng.integers(0, 2**63 - 1, self.n)
-        first = self.epoch == 0
+        first = self.epoch == 0 and self._skip == 0
         self.epoch += 1
-        for b in range(len(self)):
+        skip, self._skip = self._skip, 0
+        if skip and self.random:  # the multi-scale size in force at the resume point
+            k = self.iteration - self.iteration % 10
+            self._size_for(k, k == 0)
+        for b in range(skip, len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             w, h = self._size_for(self.iteration, first and b == 0)
             self.iteration += 1

@@ -1,0 +1,3 @@
+from .trainer import Trainer, TrainOptions
+
+__all__ = ["Trainer", "TrainOptions"]
