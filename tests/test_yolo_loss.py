@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from darknet_kd import box
 from darknet_kd.errors import DarknetKDError
+from darknet_kd.eval import compute_map
 from darknet_kd.loss import YoloLoss
 from darknet_kd.loss.yolo import class_multipliers
 from darknet_kd.model import Darknet
@@ -326,12 +328,12 @@ def activated(layer, head):
     return o.numpy()
 
 
-# Truths (x, y, w, h, class) of two images.  Image 0 has two truths on the same cell and best
-# anchor (8x8 head, col 2, row 2) with different classes, and one on the same cell with the
-# same class as the first.
+# Truths (x, y, w, h, class) of two images.  In image 0, truths 0, 1, 4 and 5 share a cell and
+# best anchor (8x8 head, col 2, row 2) with classes 1, 2, 1, 2: box deltas add up, classes form
+# a union, the last truth (class 2) sets the objectness weight.
 TRUTHS = [
     [(0.30, 0.30, 0.25, 0.25, 1), (0.32, 0.28, 0.24, 0.26, 2), (0.70, 0.55, 0.70, 0.75, 0),
-     (0.55, 0.80, 0.35, 0.60, 0), (0.31, 0.33, 0.26, 0.23, 1)],
+     (0.55, 0.80, 0.35, 0.60, 0), (0.31, 0.33, 0.26, 0.23, 1), (0.29, 0.31, 0.25, 0.24, 2)],
     [(0.50, 0.50, 0.13, 0.12, 2), (0.15, 0.85, 0.62, 0.40, 1)],
 ]
 
@@ -531,3 +533,130 @@ def test_bad_targets(tmp_path, bad, msg):
     with pytest.raises(DarknetKDError, match=re.escape(msg)):
         YoloLoss(model)(heads, bad, (NET, NET))
 
+
+
+# ------------------------------------------------------------------------------------------------
+# Overfit: a yolov4-tiny-like model (4 convs + 2 [yolo] heads at 128x128) learns 4 images.
+# ------------------------------------------------------------------------------------------------
+TINY = """
+[net]
+width=128
+height=128
+channels=3
+{convs}
+[convolutional]
+filters=24
+size=1
+stride=1
+activation=linear
+
+[yolo]
+mask=3,4,5
+{yolo}
+
+[route]
+layers=-4
+
+[convolutional]
+filters=32
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+filters=24
+size=1
+stride=1
+activation=linear
+
+[yolo]
+mask=0,1,2
+{yolo}
+"""
+CONV = "\n[convolutional]\nfilters={}\nsize=3\nstride=2\npad=1\nactivation=leaky\n"
+YOLO_SETTINGS = {
+    # [yolo] options of Darknet's yolov4-tiny.cfg and yolov3-tiny.cfg
+    "yolov4-tiny": "scale_x_y=1.05\ncls_normalizer=1.0\niou_normalizer=0.07\niou_loss=ciou\nignore_thresh=.7\n"
+                   "truth_thresh=1\nnms_kind=greedynms\nbeta_nms=0.6",
+    "yolov3-tiny": "ignore_thresh=.7\ntruth_thresh=1",
+}
+
+
+def rectangles(seed=0):
+    """4 images of coloured rectangles (class = colour) on noise, and their truths."""
+    rng = np.random.default_rng(seed)
+    colours = [(1, 0.1, 0.1), (0.1, 1, 0.1), (0.1, 0.1, 1)]
+    ims, rows_all = [], []
+    for b in range(4):
+        im = rng.uniform(0, 0.6, (3, 128, 128)).astype(np.float32)
+        rows = []
+        for cls in rng.permutation(3)[:2 + b % 2]:
+            while True:                                      # no overlap with earlier rectangles
+                w, h = rng.integers(14, 70, 2)
+                x0, y0 = rng.integers(0, 128 - w), rng.integers(0, 128 - h)
+                r = [(x0 + w / 2) / 128, (y0 + h / 2) / 128, w / 128, h / 128]
+                if all(_iou(r, q[1:]) == 0 for q in rows):
+                    break
+            im[:, y0:y0 + h, x0:x0 + w] = np.array(colours[cls], np.float32)[:, None, None]
+            rows.append([int(cls), *r])
+        ims.append(im)
+        rows_all.append(np.array(rows))
+    targets = torch.tensor([[b, *q] for b, rows in enumerate(rows_all) for q in rows], dtype=torch.float32)
+    return torch.from_numpy(np.stack(ims)), targets, rows_all
+
+
+def darknet_detections(out, thresh=0.005, nms=0.45):
+    """get_yolo_detections (prob = obj·cls, zeroed at or below thresh) + do_nms_sort, per image."""
+    dets = []
+    for o in out:
+        o = o[o[:, 4] > thresh]
+        probs = o[:, 4:5] * o[:, 5:]
+        probs = torch.where(probs > thresh, probs, torch.zeros_like(probs))
+        for k in range(probs.shape[1]):
+            order = torch.argsort(probs[:, k], descending=True, stable=True)
+            ious = box.pairwise_iou(o[order, :4], o[order, :4])
+            p = probs[order, k]
+            for i in range(len(order)):
+                if p[i] > 0:
+                    p[i + 1:][ious[i, i + 1:] > nms] = 0
+            probs[order, k] = p
+        dets.append((o[:, :4].numpy(), probs.numpy()))
+    return dets
+
+
+@pytest.mark.parametrize("preset", sorted(YOLO_SETTINGS))
+def test_overfit_four_images(tmp_path, preset):
+    """Adam on (loss / batch), as the trainer scales it; mAP@0.5 (Darknet's, eval/voc_map)
+    on the training images must reach 0.9 within 500 steps (~5-10 s on one core)."""
+    anchors = "anchors=12,12, 20,28, 32,22, 44,44, 60,84, 90,64\nclasses=3\nnum=6\n" + YOLO_SETTINGS[preset]
+    cfg = TINY.format(convs="".join(CONV.format(f) for f in (16, 32, 64, 64)), yolo=anchors)
+    (tmp_path / "tiny.cfg").write_text(cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = Darknet.from_cfg(tmp_path / "tiny.cfg")
+        x, targets, truths = rectangles()
+        crit = YoloLoss(model)
+        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+        best, history = 0.0, []
+        for step in range(1, 501):
+            model.train()
+            loss, parts = crit(model(x), targets)
+            opt.zero_grad()
+            (loss / len(x)).backward()
+            opt.step()
+            if step % 50 == 0:
+                model.eval()
+                with torch.no_grad():
+                    dets = darknet_detections(model(x))
+                best = compute_map(dets, truths, 3).map
+                history.append((step, round(float(loss.detach()), 2), round(best, 3)))
+                if best >= 0.9:
+                    break
+    finally:
+        torch.set_num_threads(threads)
+    print(preset, "(step, loss, mAP):", history)
+    assert best >= 0.9, history
+    assert parts["count"] == len(targets) and parts["iou"] > 0.5
