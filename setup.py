@@ -10,5 +10,6 @@ setup(
     install_requires=["torch>=2.2", "numpy", "opencv-python-headless>=4.8,<5", "tqdm", "pycocotools"],
     entry_points={"console_scripts": [
         "darknet-kd=darknet_kd.cli:main",
+        "domain-transfer=domain_transfer.cli:main",
     ]},
 )
