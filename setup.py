@@ -1,5 +1,100 @@
-"""darknet-kd: Darknet-exact YOLO training in PyTorch with domain adaptation."""
-from setuptools import find_packages, setup
+"""darknet-kd: Darknet-exact YOLO training in PyTorch with domain adaptation.
+
+``pip install -e .`` (or a plain install) also builds the C++/CUDA core with CMake
+(the pybind11 cmake_example pattern): the pybind11 module ``darknet_kd._C`` lands beside
+the package sources and ``libdkd.so`` (the C API) in ``darknet_kd/lib/``.
+
+Environment knobs:
+  DKD_CUDA=0          build without CUDA even when nvcc is found (default: CUDA if nvcc)
+  DKD_BUILD_DIR=path  CMake build folder (default: build/cmake; incremental rebuilds)
+  DKD_BUILD_TYPE=...  CMake build type (default Release)
+  DKD_CMAKE_ARGS="-D..."  extra CMake arguments
+"""
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+
+
+class CMakeExtension(Extension):
+    def __init__(self, name: str, sourcedir: Path = ROOT):
+        super().__init__(name, sources=[])
+        self.sourcedir = str(sourcedir)
+
+
+def _tool(name: str, module: str) -> str | None:
+    """A build tool from its pip package (cmake, ninja) or from PATH."""
+    try:
+        mod = __import__(module)
+        path = Path(mod.BIN_DIR) / name
+        if path.exists():
+            return str(path)
+    except (ImportError, AttributeError):
+        pass
+    return shutil.which(name)
+
+
+class CMakeBuild(build_ext):
+    def build_extension(self, ext: CMakeExtension) -> None:
+        extdir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
+        build_dir = Path(os.environ.get("DKD_BUILD_DIR", ROOT / "build" / "cmake")).resolve()
+        build_dir.mkdir(parents=True, exist_ok=True)
+        cmake = _tool("cmake", "cmake")
+        if cmake is None:
+            raise RuntimeError("darknet-kd needs CMake >= 3.24 to build its C++ core (pip install cmake)")
+        args = [
+            f"-DDKD_PYTHON_OUTPUT_DIR={extdir}",
+            f"-DPython_EXECUTABLE={sys.executable}",
+            f"-DCMAKE_BUILD_TYPE={os.environ.get('DKD_BUILD_TYPE', 'Release')}",
+        ]
+        try:
+            import pybind11
+            args.append(f"-Dpybind11_DIR={pybind11.get_cmake_dir()}")
+        except ImportError:
+            pass
+        if os.environ.get("DKD_CUDA", "").upper() in ("0", "OFF", "NO", "FALSE"):
+            args.append("-DDKD_CUDA=OFF")
+        ninja = _tool("ninja", "ninja")
+        if not (build_dir / "CMakeCache.txt").exists() and ninja:
+            args += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
+        args += shlex.split(os.environ.get("DKD_CMAKE_ARGS", ""))
+        subprocess.run([cmake, "-S", ext.sourcedir, "-B", str(build_dir), *args], check=True)
+        jobs = str(os.cpu_count() or 2)
+        subprocess.run([cmake, "--build", str(build_dir), "--parallel", jobs], check=True)
+
+    # libdkd.so is built beside _C (in <ext dir>/lib); setuptools only knows about _C, so
+    # these make it travel with _C: into the source tree (editable) or the wheel.
+    def _libdkd(self) -> tuple[str, str]:
+        built = Path(self.build_lib) / "darknet_kd" / "lib" / "libdkd.so"
+        in_source = ROOT / "darknet_kd" / "lib" / "libdkd.so"
+        return str(built), str(in_source)
+
+    def copy_extensions_to_source(self) -> None:
+        super().copy_extensions_to_source()
+        built, in_source = self._libdkd()
+        Path(in_source).parent.mkdir(exist_ok=True)
+        self.copy_file(built, in_source, level=self.verbose)
+
+    def get_output_mapping(self) -> dict[str, str]:
+        mapping = super().get_output_mapping()
+        if self.inplace:
+            built, in_source = self._libdkd()
+            mapping[built] = in_source
+        return mapping
+
+    def get_outputs(self) -> list[str]:
+        outputs = super().get_outputs()
+        if not self.inplace:
+            outputs.append(self._libdkd()[0])
+        return outputs
+
 
 setup(
     name="darknet-kd",
@@ -7,7 +102,10 @@ setup(
     description="Darknet-exact YOLO in PyTorch: GAN + teacher distillation and source-free adaptation",
     packages=find_packages(include=["darknet_kd", "darknet_kd.*", "domain_transfer", "domain_transfer.*"]),
     python_requires=">=3.10",
-    install_requires=["torch>=2.2", "numpy", "opencv-python-headless>=4.8,<5", "tqdm", "pycocotools"],
+    install_requires=["torch>=2.2", "numpy", "opencv-python-headless>=4.8,<5", "tqdm", "pycocotools", "cffi>=1.16"],
+    ext_modules=[CMakeExtension("darknet_kd._C")],
+    cmdclass={"build_ext": CMakeBuild},
+    zip_safe=False,
     entry_points={"console_scripts": [
         "darknet-kd=darknet_kd.cli:main",
         "domain-transfer=domain_transfer.cli:main",

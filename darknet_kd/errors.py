@@ -36,3 +36,8 @@ class DataError(DarknetKDError):
 
 class CheckpointError(DarknetKDError):
     """A checkpoint that cannot be loaded safely."""
+
+
+class OpError(DarknetKDError, ValueError):
+    """Bad arguments to a core op (darknet_kd.ops / libdkd): wrong dtype, device, shape,
+    layout or value; the message names the argument."""
