@@ -212,7 +212,8 @@ def ref_layer_delta(layer, out, truths, net_w, net_h):
         if layer.iou_loss == "mse":
             tx, ty = truth[0] * lw - i, truth[1] * lh - j
             if layer.new_coords:
-                tw, th = math.sqrt(truth[2] * net_w / (4 * biases[2 * n])), math.sqrt(truth[3] * net_h / (4 * biases[2 * n + 1]))
+                tw = math.sqrt(truth[2] * net_w / (4 * biases[2 * n]))
+                th = math.sqrt(truth[3] * net_h / (4 * biases[2 * n + 1]))
             else:
                 tw, th = math.log(truth[2] * net_w / biases[2 * n]), math.log(truth[3] * net_h / biases[2 * n + 1])
             for k, t in enumerate((tx, ty, tw, th)):
@@ -366,7 +367,8 @@ CASES = {
     "ciou": "iou_loss=ciou\nscale_x_y=1.2\nignore_thresh=0.3\niou_normalizer=0.07",
     "iou_thresh": "iou_loss=ciou\niou_thresh=0.213\niou_thresh_kind=giou\nignore_thresh=0.3",
     "iou_thresh_mse": "iou_thresh=0.25\nignore_thresh=0.3",
-    "counters": "counters_per_class=100,30,5\nmax_delta=10\ncls_normalizer=0.5\nlabel_smooth_eps=0.1\nignore_thresh=0.3",
+    "counters": "counters_per_class=100,30,5\nmax_delta=10\ncls_normalizer=0.5\nlabel_smooth_eps=0.1\n"
+                "ignore_thresh=0.3",
     "truth_thresh": "truth_thresh=0.4\nignore_thresh=0.25",
     "smooth": "objectness_smooth=1\ntruth_thresh=0.45\nignore_thresh=0.25",
     "new_coords_mse": "new_coords=1\nscale_x_y=2.0\nignore_thresh=0.3",
