@@ -99,17 +99,13 @@ class DarknetBatchNorm(nn.BatchNorm2d):
         if not self.training:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                                 False, 0.0, self.eps)
-        dims = (0, 2, 3)
-        count = x.numel() // x.shape[1]
-        mean = x.mean(dims)
-        var = x.var(dims, unbiased=count > 1)
-        with torch.no_grad():
-            self.running_mean.mul_(1 - self.momentum).add_(mean.detach().float(), alpha=self.momentum)
-            self.running_var.mul_(1 - self.momentum).add_(var.detach().float(), alpha=self.momentum)
-            self.num_batches_tracked += 1
-        shape = (1, -1, 1, 1)
-        xn = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
-        return xn * self.weight.view(shape) + self.bias.view(shape)
+        # (x - m) / sqrt(var_unbiased + eps) == k^-1/2 (x - m) / sqrt(var_biased + eps/k), k = N/(N-1):
+        # PyTorch's fused kernel with a rescaled weight and eps gives Darknet's arithmetic.
+        n = x.numel() // x.shape[1]
+        k = n / (n - 1) if n > 1 else 1.0
+        self.num_batches_tracked += 1
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight * k ** -0.5, self.bias,
+                            True, self.momentum, self.eps / k)
 
 
 class Convolutional(DarknetLayer):

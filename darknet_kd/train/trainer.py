@@ -258,14 +258,11 @@ class Trainer:
     def evaluate(self) -> float | None:
         if not self.data.valid:
             return None
-        from ..eval.evaluate import evaluate_model
+        from ..eval.evaluate import evaluate
 
-        model = self.export_model()
-        was_training = model.training
-        result = evaluate_model(model.eval(), self.data, batch_size=self.opts.eval_batch,
-                                workers=self.opts.workers, device=self.device, progress=False)
-        model.train(was_training)
-        return result.map
+        result = evaluate(self.export_model(), self.data, batch_size=self.opts.eval_batch,
+                          workers=min(self.opts.workers, 1), device=self.device, progress=False)
+        return float(result.darknet.map)
 
     # -- the loop -------------------------------------------------------------------------------------
     def run(self) -> dict:
