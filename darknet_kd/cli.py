@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "darknet_kd.model.info",
     "darknet_kd.data.check",
     "darknet_kd.data.convert",
+    "darknet_kd.data.drivesim.cli",
     "darknet_kd.train.trainer",
 ]
 

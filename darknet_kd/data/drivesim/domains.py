@@ -1,0 +1,198 @@
+"""DriveSim domains: image formation models applied to one scene's :class:`~.render.Layers`.
+
+All domains work in linear light (sRGB approximated by gamma 2: ``lin = (v/255)²``) and
+end with ``v = 255·sqrt(lin)`` quantised to uint8.  Every domain shares the surface
+texture (a fixed multi-scale grain bank) so only lighting and imaging change:
+
+* ``day``   — sun light with exposure and white-balance jitter, soft shadows under
+  vehicles and people, faint sensor noise.
+* ``night`` — dark sky with horizon sky-glow; *local* light: every street lamp, lit shop
+  front, oncoming head light and the ego car's low beams is a point or cone light whose
+  contribution falls off with 3-D distance (pixels are back-projected with the depth
+  layer), so near/lit objects are bright and the rest nearly black; emissive head/tail
+  lights, lamp heads, lit windows and bus interiors with two-scale glow; motion blur;
+  veiling glare (low contrast); signal-dependent sensor noise after a high auto-exposure
+  gain.
+* ``fog``   — overcast light and Koschmieder haze ``I·t + A·(1−t)``, ``t = exp(−depth/V)``
+  per pixel (V = 25–70 m), lights with halos.
+* ``rain``  — dark overcast, desaturated, wet darkened road that mirrors the sky with
+  distance, light haze, rain streaks, out-of-focus drops on the windscreen, noise.
+
+None of these is a global colour transform: light sources, depth and noise vary per
+pixel, so no global normalisation maps one domain onto another.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .banks import bank, bank_size, crop
+from .render import GROUND, SKY, SKY_DEPTH, Layers
+
+DOMAINS = ("day", "night", "fog", "rain")
+def _finish(lin: np.ndarray) -> np.ndarray:
+    """Linear light -> sRGB-ish (gamma 2) uint8, saturating."""
+    np.maximum(lin, 0.0, out=lin)
+    return cv2.convertScaleAbs(cv2.sqrt(lin), alpha=255.0)
+
+
+def _noise(lin, rng, read, shot=0.0):
+    """Sensor noise added in place: std = sqrt(read² + shot·lin) (linear units)."""
+    H, W = lin.shape[:2]
+    n = crop(bank("noise", bank_size(H, W)), rng, H, W)
+    if shot <= 0:
+        lin += n * np.float32(read)
+        return
+    sd = lin * np.float32(shot)
+    sd += np.float32(read * read)
+    np.maximum(sd, 0.0, out=sd)
+    cv2.sqrt(sd, sd)
+    sd *= n
+    lin += sd
+
+
+def _glow(E, sigma_small, sigma_big, k_small, k_big):
+    """Two-scale bloom of an emissive image, computed at 1/4 resolution."""
+    H, W = E.shape[:2]
+    w4, h4 = max(W // 4, 2), max(H // 4, 2)
+    s = cv2.resize(E, (w4, h4), interpolation=cv2.INTER_AREA)
+    g = cv2.addWeighted(cv2.GaussianBlur(s, (0, 0), sigma_small), k_small,
+                        cv2.GaussianBlur(s, (0, 0), sigma_big), k_big, 0.0)
+    return cv2.resize(g, (W, H), interpolation=cv2.INTER_LINEAR)
+
+
+def _horizon_row(L):
+    return int(np.clip(np.ceil(L.camera.horizon - 0.5), 0, L.ids.shape[0]))
+
+
+def _set_sky(lin, L, top, horizon, power=1.5):
+    """Replace the sky pixels by a vertical gradient (linear colours)."""
+    hz = _horizon_row(L)
+    if hz == 0:
+        return
+    t = (np.arange(hz, dtype=np.float32) / max(hz, 1))[:, None] ** power
+    top, horizon = np.float32(top), np.float32(horizon)
+    rows = top + (horizon - top) * t
+    np.copyto(lin[:hz], rows[:, None, :], where=(L.ids[:hz] == SKY)[..., None])
+
+
+def _haze(lin, depth, V, A):
+    """Koschmieder: lin·t + A·(1 − t), t = exp(−depth/V), in place (A per channel)."""
+    t = cv2.exp(depth * np.float32(-1.0 / V))[..., None]
+    A = np.float32(A)
+    lin -= A
+    lin *= t
+    lin += A
+    return t
+
+
+# ---------------------------------------------------------------- domains
+
+def day(L: Layers, rng) -> np.ndarray:
+    e = rng.uniform(0.8, 1.15)
+    wb = (e * rng.uniform(0.93, 1.07, 3)).astype(np.float32)
+    lin = L.lin * wb
+    if L.shadow.any():
+        sh = cv2.GaussianBlur(L.shadow, (3, 3), 0)
+        sh[L.ids != GROUND] = 0
+        lin *= (1.0 - sh.astype(np.float32) * np.float32(0.55 / 255))[..., None]
+    _noise(lin, rng, 0.003)
+    return _finish(lin)
+
+
+def _night_light(L: Layers, ambient, ego_gain, reach):
+    """Illumination (H, W, 3): ambient + every point light + the ego low beams, evaluated
+    at 1/4 resolution on back-projected pixels (depth layer) and upsampled."""
+    cam = L.camera
+    H, W = L.ids.shape
+    w4, h4 = max(W // 4, 2), max(H // 4, 2)
+    Z = cv2.resize(L.depth, (w4, h4), interpolation=cv2.INTER_NEAREST)
+    xs = (np.arange(w4, dtype=np.float32) + 0.5) * np.float32(W / w4)
+    ys = (np.arange(h4, dtype=np.float32) + 0.5) * np.float32(H / h4)
+    X = (xs[None, :] - np.float32(cam.cx)) * Z / np.float32(cam.f)
+    Y = np.float32(cam.cam_h) - (ys[:, None] - np.float32(cam.horizon)) * Z / np.float32(cam.f)
+    light = np.empty((h4, w4, 3), np.float32)
+    light[:] = ambient
+    # the ego car's low beams: a cone down the road, fading with distance
+    beam = ego_gain * np.exp(-Z / reach) * np.exp(-(X / (0.3 * Z + 1.2)) ** 2) * (Y < 1.8)
+    light += beam[..., None] * np.float32((0.95, 0.97, 1.0))
+    for lx, ly, lz, b, g, r, radius, inten in L.lights:
+        d2 = (X - lx) ** 2 + (Y - ly) ** 2 + (Z - lz) ** 2
+        light += (inten / (1.0 + d2 / (radius * radius)))[..., None] * np.float32((b, g, r))
+    light[Z >= SKY_DEPTH * 0.5] = 0.0
+    return cv2.resize(light, (W, H), interpolation=cv2.INTER_LINEAR)
+
+
+def night(L: Layers, rng) -> np.ndarray:
+    H, W = L.ids.shape
+    gain = rng.uniform(2.0, 4.0)                                               # auto exposure
+    ambient = rng.uniform(0.004, 0.02) * np.float32((1.1, 1.0, 0.9))            # moon / sky glow, bluish
+    light = _night_light(L, ambient, rng.uniform(0.06, 0.2), rng.uniform(15, 35))
+    lin = L.lin * light
+    glow_c = rng.uniform(0.01, 0.04) * np.array((0.5, 0.7, 1.0))               # sodium sky glow at the horizon
+    _set_sky(lin, L, (0.0025, 0.0012, 0.0008), glow_c, power=3.0)
+    k = np.float32(rng.uniform(1.2, 2.2) / 255.0)
+    cv2.scaleAdd(L.emis, k, lin, lin)
+    lin += _glow(L.emis, 1.2 * W / 416, 5.0 * W / 416, 0.35 * k, 0.12 * k)
+    blur = int(rng.integers(1, 6) * max(W, 256) / 416)                         # motion blur (px)
+    if blur >= 2:
+        lin = cv2.blur(lin, (blur, 1), borderType=cv2.BORDER_REFLECT)
+    lin *= np.float32(gain)
+    lin += np.float32(rng.uniform(0.001, 0.006))                               # veiling glare: low contrast
+    _noise(lin, rng, rng.uniform(0.004, 0.012), rng.uniform(0.002, 0.008))
+    return _finish(lin)
+
+
+def fog(L: Layers, rng) -> np.ndarray:
+    e = np.float32(rng.uniform(0.65, 0.95))
+    lin = L.lin * e
+    a = rng.uniform(0.6, 0.82)
+    A = (np.array((1.03, 1.0, 0.97)) * a) ** 2 * e
+    t = _haze(lin, L.depth, rng.uniform(25.0, 70.0), A)
+    if L.emis.any():
+        E = L.emis * np.float32(0.5 / 255.0)
+        E += _glow(E, 2.0, 6.0, 0.8, 0.6)
+        E *= t ** 0.3
+        lin += E
+    _noise(lin, rng, 0.004)
+    return _finish(lin)
+
+
+def rain(L: Layers, rng) -> np.ndarray:
+    H, W = L.ids.shape
+    e = rng.uniform(0.35, 0.65)
+    M = np.float32(e * (0.6 * np.eye(3) + 0.4 / 3))                            # desaturate 40 %
+    lin = cv2.transform(L.lin, M)
+    sky = 0.42 * e
+    _set_sky(lin, L, (sky * 0.8,) * 3, (sky * 1.1,) * 3)
+    # wet road: darker asphalt that mirrors the grey sky more with distance
+    ground = L.ids == GROUND
+    wet = 1.0 - cv2.exp(L.depth * np.float32(-1.0 / 25.0))
+    wet[~ground] = 0.0
+    lin *= (1.0 - 0.45 * wet + 0.35 * wet * wet)[..., None]
+    lin += (wet * np.float32(0.35 * sky))[..., None]
+    _haze(lin, L.depth, rng.uniform(90.0, 220.0), (sky * 1.05,) * 3)
+    if L.emis.any():
+        E = L.emis * np.float32(0.5 / 255.0)
+        lin += E
+        lin += _glow(E, 1.5, 4.0, 0.6, 0.3)
+    streak = crop(bank("streaks", bank_size(H, W)), rng, H, W)
+    lin += (streak * np.float32(rng.uniform(0.03, 0.09)))[..., None]
+    n_drops = int(rng.integers(0, 7))
+    if n_drops:                                  # out-of-focus drops on the windscreen
+        m = np.zeros((H, W), np.uint8)
+        for _ in range(n_drops):
+            cv2.circle(m, (int(rng.integers(0, W)), int(rng.integers(0, H))), int(rng.uniform(0.02, 0.06) * W), 255, -1)
+        small = cv2.resize(lin, (max(W // 8, 2), max(H // 8, 2)), interpolation=cv2.INTER_AREA)
+        blurred = cv2.resize(small, (W, H), interpolation=cv2.INTER_LINEAR) * np.float32(1.08)
+        np.copyto(lin, blurred, where=(m > 0)[..., None])
+    _noise(lin, rng, 0.005, 0.002)
+    return _finish(lin)
+
+
+RENDERERS = {"day": day, "night": night, "fog": fog, "rain": rain}
+
+
+def render_domain(L: Layers, domain: str, rng: np.random.Generator) -> np.ndarray:
+    """The BGR uint8 image of ``L`` in ``domain``."""
+    return RENDERERS[domain](L, rng)

@@ -1,0 +1,354 @@
+"""Rasterise a :class:`~.scene.Scene` into domain-independent layers and exact labels.
+
+:func:`rasterize` draws, with OpenCV polygon/ellipse fills (no anti-aliasing, 1/8 px
+sub-pixel vertices), these layers once per scene; every domain (:mod:`.domains`) is an
+image formation model applied to them:
+
+* ``albedo`` (H, W, 3) uint8 BGR: surface colours (the day sky included); ``lin`` the
+  same in linear light with the shared surface grain (:func:`.banks.linear_albedo`);
+* ``emis``   (H, W, 3) float32 radiance of lamps, head/tail lights, lit windows (0 at day);
+* ``depth``  (H, W) float32 metres along the view axis (sky: :data:`SKY_DEPTH`);
+* ``ids``    (H, W) int16: 0 sky, 1 ground, 2 building, ``3 + k`` the k-th object;
+* ``shadow`` (H, W) uint8 sun shadow under vehicles and people (day only);
+* ``lights`` (N, 8) float32 point lights ``X, Y, Z, B, G, R, radius, intensity`` (colour
+  0..1; the contribution at distance d is ``intensity·colour / (1 + d²/radius²)``).
+
+Painter's model: background first (sky, ground, road, buildings), then objects far to
+near; an object is hidden where a building is nearer (a per-pixel depth test, so cross
+traffic behind a corner building is occluded correctly).
+
+Labels are exact: each labelled object's box is the extent of its *visible* pixels
+(``ids == 3 + k`` after all objects are drawn).  An object is dropped when less than
+:data:`MIN_VISIBLE` of its full silhouette (drawn alone, off-image parts included) is
+visible — i.e. more than 70 % hidden by nearer objects or cut off by the image border —
+or when its visible box is smaller than :data:`MIN_BOX_PX` pixels on a side or
+:data:`MIN_BOX_AREA` in area.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .banks import linear_albedo
+from .scene import Scene
+from .shapes import SHAPES
+
+SKY, GROUND, BUILDING, FIRST_OBJECT = 0, 1, 2, 3
+SKY_DEPTH = 1.0e4
+NEAR = 2.0                     # metres: nothing nearer is drawn
+MIN_VISIBLE = 0.30             # minimum visible fraction of an object's silhouette
+MIN_BOX_PX = 2                 # minimum visible box side (pixels)
+MIN_BOX_AREA = 10              # minimum visible box area (pixels²)
+SHIFT = 3                      # OpenCV fractional bits of vertex coordinates
+_ONE = 1 << SHIFT
+
+
+@dataclass
+class Camera:
+    width: int
+    height: int
+    f: float
+    cx: float
+    horizon: float
+    cam_h: float
+
+    @classmethod
+    def of(cls, scene: Scene, width: int, height: int) -> "Camera":
+        return cls(width, height, scene.fx * width, (0.5 + scene.yaw) * width, scene.hy * height, scene.cam_h)
+
+    def project(self, X, Y, Z):
+        Z = np.asarray(Z, np.float64)
+        return self.cx + self.f * np.asarray(X) / Z, self.horizon + self.f * (self.cam_h - np.asarray(Y)) / Z
+
+
+@dataclass
+class Layers:
+    camera: Camera
+    albedo: np.ndarray | None
+    lin: np.ndarray | None      # linear-light albedo with surface grain (float32, gamma 2)
+    emis: np.ndarray | None
+    depth: np.ndarray | None
+    ids: np.ndarray
+    shadow: np.ndarray | None
+    lights: np.ndarray
+    labels: np.ndarray          # (N, 5) float32: class, cx, cy, w, h (relative)
+    boxes: np.ndarray           # (N, 4) int32 pixel boxes x0, y0, x1, y1 (exclusive)
+    visible: np.ndarray         # (N,) visible fraction of each labelled object
+    dropped: int                # labelled-class objects dropped by the visibility rules
+
+
+def _fix(a):
+    return np.round(np.asarray(a, np.float64) * _ONE).astype(np.int32)
+
+
+# ---------------------------------------------------------------- background
+
+def _ground_quads(cam, X0, X1, z0, z1):
+    """Projected ground quads with lateral span [X0, X1] and depth span [z0, z1] (arrays);
+    the ground starts at 0.5 m, below the bottom of any image."""
+    z0 = np.maximum(z0, 0.5)
+    z1 = np.maximum(z1, 0.5)
+    xs = np.stack([X0, X1, X1, X0], -1)
+    zs = np.stack([z0, z0, z1, z1], -1)
+    x, y = cam.project(xs, 0.0, zs)
+    return np.stack([x, y], -1)
+
+
+def _facade_quads(cam, X, z0, z1, v0, v1):
+    """Projected quads on the vertical plane X (arrays broadcast): Z in [z0, z1], height [v0, v1]."""
+    zs = np.stack(np.broadcast_arrays(z0, z1, z1, z0), -1)
+    vs = np.stack(np.broadcast_arrays(v0, v0, v1, v1), -1)
+    x, y = cam.project(np.asarray(X)[..., None], vs, zs)
+    return np.stack([x, y], -1)
+
+
+def _polys(img, quads, color):
+    if len(quads):
+        cv2.fillPoly(img, list(_fix(quads)), color, cv2.LINE_8, SHIFT)
+
+
+def _background(scene: Scene, cam: Camera, want_color: bool):
+    W, H = cam.width, cam.height
+    c = scene.colors
+    hz = int(np.clip(np.ceil(cam.horizon - 0.5), 0, H))
+    ids = np.full((H, W), GROUND, np.int16)
+    ids[:hz] = SKY
+    depth = np.full((H, W), SKY_DEPTH, np.float32)
+    rows = np.arange(hz, H, dtype=np.float32) + 0.5 - cam.horizon
+    depth[hz:] = np.minimum(cam.f * cam.cam_h / np.maximum(rows, 1e-3), SKY_DEPTH)[:, None]
+    albedo = None
+    if want_color:
+        albedo = np.empty((H, W, 3), np.uint8)
+        t = (np.arange(hz, dtype=np.float32) / max(hz, 1))[:, None]
+        top, hor = np.array(c["sky_top"], np.float32), np.array(c["sky_horizon"], np.float32)
+        albedo[:hz] = (top + (hor - top) * t ** 1.5).astype(np.uint8)[:, None, :]
+        albedo[hz:] = c["walk"]
+        Zfar = 3000.0
+        _polys(albedo, _ground_quads(cam, np.array([scene.road_l]), np.array([scene.road_r]),
+                                     np.array([0.5]), np.array([Zfar])), c["road"])
+        for X in (scene.road_l, scene.road_r):                       # kerbs
+            _polys(albedo, _ground_quads(cam, np.array([X - 0.15]), np.array([X + 0.15]), np.array([NEAR]),
+                                         np.array([Zfar])), c["curb"])
+        for X, kind in scene.lane_lines:
+            col = c["median"] if kind == "double" else c["marking"]
+            if kind == "dash":
+                z0 = np.arange(NEAR + (X * 7.3) % 9, 300, 9.0)
+                _polys(albedo, _ground_quads(cam, np.full_like(z0, X - 0.07), np.full_like(z0, X + 0.07), z0, z0 + 3.0),
+                       col)
+            else:
+                offs = (-0.2, 0.2) if kind == "double" else (0.0,)
+                for o in offs:
+                    _polys(albedo, _ground_quads(cam, np.array([X + o - 0.07]), np.array([X + o + 0.07]),
+                                                 np.array([0.5]), np.array([Zfar])), col)
+        if scene.crosswalk:
+            z0, z1 = scene.crosswalk
+            x0 = np.arange(scene.road_l + 0.3, scene.road_r - 0.3, 1.0)
+            _polys(albedo, _ground_quads(cam, x0, x0 + 0.5, np.full_like(x0, z0), np.full_like(x0, z1)),
+                   c["marking"])
+        if scene.intersection:                                        # the cross street's asphalt
+            z0, z1 = scene.intersection
+            _polys(albedo, _ground_quads(cam, np.array([-300.0]), np.array([300.0]), np.array([z0]), np.array([z1])),
+                   c["road"])
+
+    # buildings, far to near; facade depth per column from the plane X
+    xb = np.zeros((H, W), np.float32)
+    emis = np.zeros((H, W, 3), np.float32) if want_color else None
+    lights = []
+    blds = sorted((b for b in scene.buildings if b.z1 > NEAR), key=lambda b: -b.z0)
+    if want_color:
+        wq, wb, lit = _windows(cam, blds, scene.lit_seed)
+        starts = np.searchsorted(wb, np.arange(len(blds) + 1))
+    if blds:
+        fq = _fix(_facade_quads(cam, np.array([b.X for b in blds]), np.array([max(b.z0, NEAR) for b in blds]),
+                                np.array([b.z1 for b in blds]), 0.0, np.array([b.h for b in blds])))
+    for k, b in enumerate(blds):
+        pts = [fq[k]]
+        cv2.fillPoly(xb, pts, float(b.X), cv2.LINE_8, SHIFT)
+        cv2.fillPoly(ids, pts, BUILDING, cv2.LINE_8, SHIFT)
+        if want_color:
+            tone = 0.82 if b.side < 0 else 1.0                      # the sun lights one side more
+            cv2.fillPoly(albedo, pts, tuple(int(v * tone) for v in b.color), cv2.LINE_8, SHIFT)
+            if starts[k] < starts[k + 1]:
+                cv2.fillPoly(albedo, list(wq[starts[k]:starts[k + 1]]), b.window, cv2.LINE_8, SHIFT)
+            if b.shop:                                   # a lit shop front lights the sidewalk at night
+                lights.append((b.X - b.side * 0.8, 2.0, (max(b.z0, NEAR) + b.z1) / 2, 0.35, 0.75, 1.0, 3.0, 0.06))
+    if want_color:
+        for sel, col in ((lit == 1, (25.0, 60.0, 90.0)), (lit == 2, (80.0, 78.0, 70.0))):   # warm, cool
+            if sel.any():
+                cv2.fillPoly(emis, list(wq[sel]), col, cv2.LINE_8, SHIFT)
+    if blds:
+        bmask = ids == BUILDING
+        cols = np.arange(W, dtype=np.float32) + 0.5 - np.float32(cam.cx)
+        cols[np.abs(cols) < 1e-3] = 1e-3
+        d = xb * (np.float32(cam.f) / cols)[None, :]
+        np.copyto(depth, np.clip(d, NEAR, SKY_DEPTH), where=bmask)
+    return albedo, depth, ids, emis, lights
+
+
+def _windows(cam, blds, seed):
+    """Window quads of all buildings (fixed-point, grouped by building in ``blds`` order),
+    the building index of each, and its night state (0 dark, 1 warm, 2 cool light).
+    Windows less than ~1.5 px tall are not drawn; shop fronts (wide ground-floor windows)
+    are always lit."""
+    Zc, Vc, HW, WH, Xs, idx, shop = [], [], [], [], [], [], []
+    lit_p = []
+    for k, b in enumerate(blds):
+        z_end = min(b.z1 - b.win_w * 0.5, cam.f * b.win_h / 1.5)
+        zc = np.arange(max(b.z0, NEAR) + b.col_step * 0.5, z_end, b.col_step)
+        nf = int(np.ceil((b.h - b.win_h - 1.2) / b.floor))
+        if not len(zc) or nf <= 0:
+            continue
+        n = len(zc) * nf
+        fl = np.repeat(np.arange(nf), len(zc))
+        g = (fl == 0) & b.shop
+        Zc.append(np.tile(zc, nf))
+        Vc.append(0.9 + fl * b.floor)
+        HW.append(np.where(g, b.win_w * 0.9, b.win_w * 0.5))
+        WH.append(np.where(g, b.win_h * 1.5, b.win_h))
+        Xs.append(np.full(n, b.X))
+        idx.append(np.full(n, k))
+        shop.append(g)
+        lit_p.append(np.full(n, b.lit))
+    if not Zc:
+        return np.zeros((0, 4, 2), np.int32), np.zeros(0, np.int64), np.zeros(0, np.int8)
+    Z, V, hw, wh, X = (np.concatenate(a) for a in (Zc, Vc, HW, WH, Xs))
+    q = _facade_quads(cam, X, Z - hw, Z + hw, V, V + wh)
+    rng = np.random.default_rng(seed)
+    u = rng.random((2, len(Z)))
+    lit = (u[0] < np.concatenate(lit_p)) | np.concatenate(shop)
+    state = np.where(lit, np.where(u[1] < 0.7, 1, 2), 0).astype(np.int8)
+    return _fix(q), np.concatenate(idx), state
+
+
+# ---------------------------------------------------------------- objects
+
+def _sprite(prims, bx, by, s):
+    """Lay out a primitive list anchored at pixel (bx, by) with s px per metre: one affine
+    transform and one fixed-point rounding for all points.  Returns the sprite origin
+    (ox, oy), its size (sw, sh) and the draw list (kind, fixed points, thickness or
+    fixed radii, albedo, emissive)."""
+    chunks, meta = [], []
+    for kind, g, alb, em in prims:
+        if kind == "P":
+            chunks.append(g)
+            meta.append((kind, len(g), 0, alb, em))
+        elif kind == "L":
+            chunks.append(g[0])
+            meta.append((kind, len(g[0]), max(1, int(round(g[1] * s))), alb, em))
+        else:
+            cu, cv, ru, rv = g[:4]
+            t = g[4] / 2 if kind == "R" else 0.0
+            chunks.append(np.array(((cu, cv), (cu - ru - t, cv - rv - t), (cu + ru + t, cv + rv + t)), np.float32))
+            r = (max(int(ru * s * _ONE + 0.5), _ONE // 2), max(int(rv * s * _ONE + 0.5), _ONE // 2))
+            meta.append((kind, 3, (max(1, int(round(g[4] * s))) if kind == "R" else -1, r), alb, em))
+    pts = np.concatenate(chunks).astype(np.float64)
+    pts *= (s, -s)
+    pts += (bx, by)
+    margin = 1 + max((m[2] for m in meta if m[0] == "L"), default=0) / 2
+    lo = pts.min(0) - margin
+    hi = pts.max(0) + margin
+    ox, oy = int(np.floor(lo[0])), int(np.floor(lo[1]))
+    size = (int(np.ceil(hi[0])) + 1 - ox, int(np.ceil(hi[1])) + 1 - oy)
+    fixed = np.round((pts - (ox, oy)) * _ONE).astype(np.int32)
+    draws, i = [], 0
+    for kind, n, th, alb, em in meta:
+        draws.append((kind, fixed[i:i + n], th, alb, em))
+        i += n
+    return (ox, oy), size, draws
+
+
+def _draw(img, kind, q, th, color):
+    if kind == "P":
+        cv2.fillPoly(img, [q], color, cv2.LINE_8, SHIFT)
+    elif kind == "L":
+        cv2.polylines(img, [q], False, color, th, cv2.LINE_8, SHIFT)
+    else:
+        cv2.ellipse(img, (int(q[0, 0]), int(q[0, 1])), th[1], 0, 0, 360, color, th[0], cv2.LINE_8, SHIFT)
+
+
+def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Layers:
+    """Draw ``scene`` at ``width`` x ``height``.  ``color=False`` draws only what the labels
+    need (object masks and the building depth test): several times faster."""
+    cam = Camera.of(scene, width, height)
+    W, H = width, height
+    albedo, depth, ids, emis, lights = _background(scene, cam, color)
+    shadow = np.zeros((H, W), np.uint8) if color else None
+
+    things = [t for t in scene.things if t.Z > NEAR]
+    order = sorted(range(len(things)), key=lambda i: (-things[i].Z, things[i].order))
+    full_area = np.zeros(len(things), np.int64)
+    extent = np.zeros((len(things), 4), np.int64)             # clipped sprite rectangles
+    ch = 4 if color else 1
+    f, cx, hor, ch_m = cam.f, cam.cx, cam.horizon, cam.cam_h
+    nearest_building = min((max(b.z0, NEAR) for b in scene.buildings if b.z1 > NEAR), default=np.inf)
+    for i in order:
+        t = things[i]
+        s = f / t.Z
+        bx, by = cx + t.X * s, hor + (ch_m - t.Y) * s
+        (ox, oy), (sw, sh), draws = _sprite(SHAPES[t.kind](t.p, t.view, s), bx, by, s)
+        x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + sw, W), min(oy + sh, H)
+        if x0 >= x1 or y0 >= y1 or sw > 8 * W or sh > 8 * H:
+            continue
+        spr = np.zeros((sh, sw, ch), np.uint8)                 # BGR + mask (or mask only)
+        spe = None
+        for kind, q, th, alb, em in draws:
+            _draw(spr, kind, q, th, (*alb, 255) if color else 255)
+            if color and (em is not None or spe is not None):   # emissive: from the first light on
+                if spe is None:
+                    spe = np.zeros((sh, sw, 3), np.float32)
+                _draw(spe, kind, q, th, em if em is not None else (0.0, 0.0, 0.0))
+        mask = spr[..., ch - 1]
+        full_area[i] = cv2.countNonZero(mask)
+        reg = (slice(y0, y1), slice(x0, x1))
+        sreg = (slice(y0 - oy, y1 - oy), slice(x0 - ox, x1 - ox))
+        m = mask[sreg] > 0
+        if t.Z > nearest_building:
+            m &= ~((ids[reg] == BUILDING) & (depth[reg] < t.Z))   # corner buildings hide cross traffic
+        np.copyto(ids[reg], np.int16(FIRST_OBJECT + i), where=m)
+        np.copyto(depth[reg], np.float32(t.Z), where=m)
+        extent[i] = (x0, y0, x1, y1)
+        if color:
+            m3 = m[..., None]
+            np.copyto(albedo[reg], spr[sreg][..., :3], where=m3)
+            np.copyto(emis[reg], 0.0 if spe is None else spe[sreg], where=m3)
+            if t.cls >= 0 and t.kind not in ("traffic_light", "traffic_sign"):   # sun shadow on the ground
+                w = sw * (0.55 if t.view.startswith("side") else 0.6)
+                cv2.ellipse(shadow, (int(bx * _ONE), int(by * _ONE)), (int(w * _ONE), int(max(1.0, 0.25 * w) * _ONE)),
+                            0, 0, 360, 255, -1, cv2.LINE_8, SHIFT)
+            if t.kind == "lamp" and t.p["light"] is not None:
+                c = scene.lamp_light
+                lights.append((t.X + t.p["arm"], t.p["top"], t.Z, c[0] / 255, c[1] / 255, c[2] / 255, 6.0, 0.12))
+            elif t.kind in ("car", "truck", "bus") and t.view == "front":    # oncoming head lights
+                lights.append((t.X, 0.7, t.Z - 4.0, 1.0, 0.97, 0.9, 3.0, 0.08))
+            elif t.kind == "bus" and t.p["interior"] is not None:
+                lights.append((t.X, 1.5, t.Z, 0.6, 0.85, 0.95, 2.0, 0.03))
+
+    labels, boxes, vis = [], [], []
+    dropped = 0
+    for i, t in enumerate(things):
+        if t.cls < 0 or full_area[i] == 0:
+            continue
+        x0, y0, x1, y1 = extent[i]
+        own = ids[y0:y1, x0:x1] == FIRST_OBJECT + i
+        n = int(np.count_nonzero(own))
+        frac = n / full_area[i]
+        if n == 0 or frac < MIN_VISIBLE:
+            dropped += n > 0 or full_area[i] > 0
+            continue
+        cols = np.flatnonzero(own.any(0))
+        rows = np.flatnonzero(own.any(1))
+        bx0, bx1 = x0 + cols[0], x0 + cols[-1] + 1
+        by0, by1 = y0 + rows[0], y0 + rows[-1] + 1
+        if min(bx1 - bx0, by1 - by0) < MIN_BOX_PX or (bx1 - bx0) * (by1 - by0) < MIN_BOX_AREA:
+            dropped += 1
+            continue
+        labels.append((t.cls, (bx0 + bx1) / 2 / W, (by0 + by1) / 2 / H, (bx1 - bx0) / W, (by1 - by0) / H))
+        boxes.append((bx0, by0, bx1, by1))
+        vis.append(frac)
+    lights = np.asarray(lights, np.float32).reshape(-1, 8)
+    lin = linear_albedo(albedo, scene.grain) if color else None
+    return Layers(cam, albedo, lin, emis, depth, ids, shadow, lights,
+                  np.asarray(labels, np.float32).reshape(-1, 5), np.asarray(boxes, np.int32).reshape(-1, 4),
+                  np.asarray(vis, np.float32), dropped)
