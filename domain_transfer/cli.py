@@ -37,7 +37,7 @@ def _bool(s: str) -> bool:
 
 HELP = {
     "ngf": "generator width (gpu 128)", "blocks": "residual blocks (gpu 9)",
-    "padding": "reflect | replicate | zeros", "netD": "discriminators: projected,patch",
+    "padding": "reflect | replicate | zeros", "net_d": "discriminators: projected,patch",
     "detector_cfg": "cfg of the detector whose frozen backbone the projected D uses",
     "detector_weights": "its .weights (the source-trained detector), or 'random'",
     "proj_layers": "Darknet layer indices for the projected D (default: last layer at strides 4..32)",
@@ -93,7 +93,8 @@ def run_train(args):
     if args.preset:
         # on resume, an explicit preset counts as explicit values for all its options
         explicit = {**preset(args.preset).to_dict(), **explicit} if args.resume else explicit
-    cfg = preset(args.preset or "cpu", **explicit)
+    # on resume the options come from the checkpoint; explicit ones are checked against it
+    cfg = None if args.resume else preset(args.preset or "cpu", **explicit)
     pairs = None
     if args.pairs:
         from .evaluate import drivesim_pairs

@@ -28,7 +28,7 @@ class GanConfig:
     padding: str = "reflect"          # reflect | replicate | zeros
     attn_masks: int = 10              # n content masks + 1 input mask
     # discriminators
-    netD: list[str] = field(default_factory=lambda: ["projected", "patch"])
+    net_d: list[str] = field(default_factory=lambda: ["projected", "patch"])
     ndf: int = 64
     d_layers: int = 3                 # PatchGAN depth
     d_scales: int = 1                 # PatchGAN scales (1 = joliGEN's basic D)
@@ -92,10 +92,10 @@ class GanConfig:
             bad(f"padding {self.padding!r}: choose reflect, replicate or zeros")
         if self.attn_masks < 2:
             bad("attn_masks must be at least 2 (one generated image and the input)")
-        for d in self.netD:
+        for d in self.net_d:
             if d not in ("projected", "patch"):
                 bad(f"unknown discriminator {d!r}: choose projected and/or patch")
-        if not self.netD:
+        if not self.net_d:
             bad("at least one discriminator is needed")
         for m in (self.gan_mode_patch, self.gan_mode_projected):
             if m not in ("lsgan", "hinge"):
@@ -104,7 +104,7 @@ class GanConfig:
             bad(f"crop {self.crop} must be a multiple of 4 (the generator downsamples twice), at least 16")
         if not 0 <= self.crop_delta < self.crop:
             bad(f"crop_delta {self.crop_delta} must lie in [0, crop)")
-        if "patch" in self.netD:
+        if "patch" in self.net_d:
             smallest = self.crop // 2 ** (self.d_scales - 1)
             if smallest // 2 ** self.d_layers - 2 < 1:
                 bad(f"crop {self.crop} is too small for a PatchGAN with {self.d_layers} layers at "

@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import math
+import random
 import time
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def build_discriminators(cfg: GanConfig) -> dict:
     """name -> (module, GAN mode)."""
     ds = {}
     torch.manual_seed(cfg.seed + 1)
-    for name in cfg.netD:
+    for name in cfg.net_d:
         if name == "patch":
             ds[name] = (MultiScalePatchGAN(cfg.ndf, cfg.d_layers, cfg.d_scales), cfg.gan_mode_patch)
         else:
@@ -121,7 +122,7 @@ def lr_factor(it: int, cfg: GanConfig) -> float:
 class GanTrainer:
     """A domain-transfer run: ``GanTrainer(source, target, out, cfg).run()``."""
 
-    def __init__(self, source, target, out_dir, cfg: GanConfig, *, device=None, resume=False, save_every=500,
+    def __init__(self, source, target, out_dir, cfg: GanConfig | None, *, device=None, resume=False, save_every=500,
                  grid_every=500, grid_images=4, pairs=None, use_target_labels=True, progress=True,
                  explicit: dict | None = None):
         self.out = Path(out_dir)
@@ -137,11 +138,14 @@ class GanTrainer:
                     f"{k} (checkpoint {a!r}, command line {b!r})" for k, (a, b) in changed.items()),
                     self.ckpt_path)
             cfg = GanConfig(**{**old.to_dict(), **{k: v for k, v in (explicit or {}).items() if k in RESUMABLE}})
+        elif cfg is None:
+            raise ConfigError("no options given and nothing to resume")
         self.cfg = cfg.validate()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.save_every, self.grid_every, self.progress = save_every, grid_every, progress
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
+        random.seed(cfg.seed)  # the fake pools
 
         self.data_cfg, src_imgs, src_labels = source_images(source)
         self.num_classes = self.data_cfg.classes
@@ -167,7 +171,7 @@ class GanTrainer:
         self.scaler = torch.amp.GradScaler("cuda") if (cfg.amp and dev.type == "cuda") else None
         self.pools = {n: ImagePool(cfg.pool_size) for n in self.Ds}
         self.detector_sha = (file_sha256(cfg.detector_weights)
-                             if "projected" in cfg.netD and cfg.detector_weights != "random" else None)
+                             if "projected" in cfg.net_d and cfg.detector_weights != "random" else None)
         self.iteration = 0
         self.last_fs = math.inf
         self.history: list[dict] = []
