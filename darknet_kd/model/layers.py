@@ -380,7 +380,9 @@ class Yolo(DarknetLayer):
         if cpc is not None and len(cpc) != self.classes:
             raise sec.error(f"counters_per_class has {len(cpc)} values, classes={self.classes}", "counters_per_class")
         self.counters_per_class = cpc
-        sec.mark_used("show_details", "focal_loss", "map", "embedding_layer", "track_history_size",
+        if sec.get_int("focal_loss", 0):
+            raise sec.error("focal_loss=1 is not supported by the trainer", "focal_loss")
+        sec.mark_used("show_details", "map", "embedding_layer", "track_history_size",
                       "sim_thresh", "dets_for_track", "dets_for_show", "track_ciou_norm", "embedding_size",
                       "equidistant_point", "thresh", "bias_match", "rescore", "absolute")
         na = len(self.mask)
