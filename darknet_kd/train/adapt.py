@@ -1,0 +1,269 @@
+"""Source-free domain adaptation of a Darknet detector: ``darknet-kd adapt TARGET.data CFG
+SOURCE_WEIGHTS --method {mt,lpld}``.
+
+Input: only the source-trained weights and the *unlabelled* target images of the ``train=``
+list (a list with label files is refused: the setting is source-free and label-free by
+design; ``--allow-train-labels`` overrides, ignoring those labels, and breaks the setting's
+guarantee).  The ``valid=`` list (labelled) serves model selection only (``_best.weights``).
+
+Both methods are a mean teacher (LPLD's recipe, its code tools/train_main.py):
+
+* the teacher starts as the source model and is an exponential moving average of the
+  student, ``θ_t ← k·θ_t + (1 − k)·θ_s`` with keep rate k = 0.75 once per epoch as
+  published (``--ema-every iter`` updates after every optimiser step, k = 0.999 by default);
+  it runs in eval mode (batch-norm running statistics), without gradients;
+* every image gives two views of the same geometry (:mod:`darknet_kd.data.strong_aug`):
+  the teacher sees the weak one (Darknet's augmentation of the cfg), the student the
+  strong one;
+* ``mt``: the teacher's high-confidence detections (score > 0.7 after NMS) are the student's
+  targets for the ordinary [yolo] loss;
+* ``lpld``: plus the low-confidence pseudo-label distillation (:mod:`darknet_kd.loss.lpld`).
+
+Optimisation as published: SGD with constant learning rate (``--learning-rate``, default the
+cfg's; Darknet's update rule and momentum/decay of the cfg), ``--epochs`` 10 over the target
+list.  The saved/evaluated model is the teacher (``--export student`` for the student).
+Checkpoints, ``--resume`` (the teacher is part of the checkpoint), progress bar, chart and
+DDP come from :class:`darknet_kd.train.trainer.Trainer`.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from ..data.darknet import label_path
+from ..data.dataset import AugmentOptions, DarknetBatchSampler, collate, worker_init_fn
+from ..data.strong_aug import PairDataset
+from ..errors import DataError, DarknetKDError
+from ..fileio import atomic_write
+from ..loss.lpld import (LpldOptions, cell_log_probs, check_feature_layer, decode_heads, default_feature_layer,
+                         feature_weight, hpl_targets, lpld_kl, mine_hpl, mine_lpl, roi_mean_pool)
+from .trainer import ModelEMA, Trainer, TrainOptions, add_train_arguments, options_from_args
+
+METHODS = ("mt", "lpld")
+
+
+@dataclass
+class AdaptOptions:
+    method: str = "lpld"
+    epochs: float = 10.0                 # over the target train list (ignored with --max-batches)
+    learning_rate: float | None = None   # constant rate; None: the cfg's learning_rate
+    ema_every: str = "epoch"             # "epoch" (published) or "iter"
+    ema_keep: float | None = None        # None: 0.75 per epoch, 0.999 per iteration
+    feature_layer: int | None = None     # None: default_feature_layer(model)
+    export: str = "teacher"              # which model is saved and evaluated
+    allow_train_labels: bool = False
+    lpld: LpldOptions = field(default_factory=LpldOptions)
+
+    def keep_rate(self) -> float:
+        if self.ema_keep is not None:
+            return self.ema_keep
+        return 0.75 if self.ema_every == "epoch" else 0.999
+
+    def check(self):
+        if self.method not in METHODS:
+            raise DarknetKDError(f"--method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if self.ema_every not in ("epoch", "iter"):
+            raise DarknetKDError(f"--ema-every must be 'epoch' or 'iter', not {self.ema_every!r}")
+        if not 0.0 <= self.keep_rate() < 1.0:
+            raise DarknetKDError(f"--ema-keep must be in [0, 1), got {self.keep_rate()}")
+        if self.export not in ("teacher", "student"):
+            raise DarknetKDError(f"--export must be 'teacher' or 'student', not {self.export!r}")
+        if self.epochs <= 0:
+            raise DarknetKDError(f"--epochs must be positive, got {self.epochs}")
+        self.lpld.check()
+        return self
+
+
+def check_unlabelled(data, allow: bool = False) -> list:
+    """The target train images; a DataError when any has a label file that Darknet's
+    label-path rule finds (unless ``allow``)."""
+    images = data.images("train")
+    if not images:
+        raise DataError("the train= list is empty", data.resolve("train"))
+    labelled = [p for p in images if label_path(p).exists()]
+    if labelled and not allow:
+        raise DataError(f"{len(labelled)} of {len(images)} target training images have label files "
+                        f"(first: {label_path(labelled[0])}); source-free adaptation takes unlabelled "
+                        "target images only -- is this the source .data? Pass --allow-train-labels to "
+                        "run anyway (the labels are ignored; the run is no longer label-free)",
+                        data.resolve("train"))
+    return images
+
+
+class AdaptTrainer(Trainer):
+    """Mean-teacher / LPLD adaptation as a :class:`Trainer` (see the module docstring)."""
+
+    def __init__(self, data_path, cfg_path, source_weights, opts: TrainOptions | None = None,
+                 adapt: AdaptOptions | None = None):
+        self.adapt = (adapt or AdaptOptions()).check()
+        self.kind = f"adapt-{self.adapt.method}"
+        opts = opts or TrainOptions()
+        if not source_weights:
+            raise DarknetKDError("adaptation needs the source model's weights")
+        opts.clear = True  # the source's `seen` does not count: adaptation starts at iteration 0
+        self.stats = {"images": 0, "hpl": 0, "lpl": 0, "proposals": 0, "teacher_updates": 0}
+        super().__init__(data_path, cfg_path, source_weights, opts)
+
+    # -- setup ------------------------------------------------------------------------------------
+    def _setup_training(self):
+        a, net = self.adapt, self.model.net
+        self.train_images = check_unlabelled(self.data, a.allow_train_labels)
+        n = len(self.train_images)
+        self.iters_per_epoch = max(1, round(n / net.batch))
+        if not self.opts.max_batches:
+            net.max_batches = max(1, math.ceil(a.epochs * self.iters_per_epoch))
+        net.policy, net.burn_in = "constant", 0
+        if a.learning_rate is not None:
+            net.learning_rate = a.learning_rate
+        super()._setup_training()
+        self.teacher = ModelEMA(self.model, a.keep_rate())
+        self.feature_layer = (check_feature_layer(self.model, a.feature_layer) if a.feature_layer is not None
+                              else default_feature_layer(self.model))
+
+    def make_loader(self):
+        net = self.model.net
+        mini = net.batch // net.subdivisions
+        seed = self.opts.seed + 1000003 * self.rank
+        opts = AugmentOptions.from_model(self.model)
+        empty = [np.zeros((0, 5), np.float32)] * len(self.train_images)  # the target's labels are never read
+        ds = PairDataset(self.train_images, self.data.classes, net.width, net.height, opts, labels=empty, seed=seed)
+        sampler = DarknetBatchSampler(len(ds), mini, net.width, net.height, opts.random, opts.resize_step, seed,
+                                      max_batches=net.max_batches, iteration=self.iteration * net.subdivisions)
+        w = self.opts.workers
+        return torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=w,
+                                           worker_init_fn=worker_init_fn, persistent_workers=w > 0,
+                                           generator=torch.Generator().manual_seed(seed))
+
+    # -- one mini-batch -----------------------------------------------------------------------------
+    def compute_loss(self, images, targets, infos):
+        """``images`` (B, 6, H, W): weak view (teacher) and strong view (student); ``targets``
+        (the list's labels) are empty and unused."""
+        weak, strong = images[:, :3].contiguous(), images[:, 3:].contiguous()
+        net_hw = tuple(weak.shape[-2:])
+        lpld = self.adapt.method == "lpld"
+        keep = [self.feature_layer] if lpld else None
+        teacher = self.teacher.model
+        with torch.no_grad(), self.autocast():
+            t_out = teacher(weak, keep=keep, raw=True)
+        t_heads, t_feats = t_out if lpld else (t_out, None)
+        decoded = decode_heads(teacher, [h.float() for h in t_heads], net_hw)
+        hpl = mine_hpl(teacher, decoded, self.adapt.lpld.hpl_thresh)
+        hpl_t = hpl_targets(hpl, net_hw).to(self.device)
+        with self.autocast():
+            s_out = self.train_model(strong, keep=keep)
+        s_heads, s_feats = s_out if lpld else (s_out, None)
+        s_heads = [h.float() for h in s_heads]
+        loss, parts = self.criterion(s_heads, hpl_t, net_hw)
+        self.stats["images"] += weak.shape[0]
+        self.stats["hpl"] += len(hpl_t)
+        if lpld:
+            kd = self.lpld_loss(s_heads, s_feats[self.feature_layer], decoded, t_feats[self.feature_layer], hpl)
+            loss = loss + kd
+            parts = {**parts, "kd": float(kd.detach())}
+        return loss, parts
+
+    def lpld_loss(self, s_heads, s_feat, decoded, t_feat, hpl) -> torch.Tensor:
+        """The LPLD term of a mini-batch, summed over its images (see loss/lpld.py)."""
+        o = self.adapt.lpld
+        obj_lp, obj_l1mp, cls_lp = cell_log_probs(self.model, s_heads)
+        total = obj_lp.new_zeros(())
+        for b, (boxes, _) in enumerate(hpl):
+            if len(boxes) == 0:  # no HPL in the image: no LPLD (as published)
+                continue
+            m = mine_lpl(decoded[b], boxes, o)
+            self.stats["proposals"] += len(m.proposals)
+            idx = m.index
+            if len(idx) == 0:
+                continue
+            self.stats["lpl"] += len(idx)
+            rboxes = decoded[b, idx, :4]
+            bi = torch.full((len(idx),), b, dtype=torch.long, device=rboxes.device)
+            with torch.no_grad():
+                w = feature_weight(roi_mean_pool(s_feat.detach().float(), bi, rboxes),
+                                   roi_mean_pool(t_feat.float(), bi, rboxes))
+            kl = lpld_kl(obj_lp[b, idx], obj_l1mp[b, idx], cls_lp[b, idx], decoded[b, idx, 5:], w)
+            total = total + o.weight * (kl / len(idx) if o.norm == "mean" else kl)
+        return total
+
+    # -- the teacher --------------------------------------------------------------------------------
+    def after_update(self):
+        """EMA of the student into the teacher: per epoch (at its last iteration) or per iteration."""
+        done = self.iteration + 1  # optimiser steps taken, this one included
+        if self.adapt.ema_every == "iter" or done % self.iters_per_epoch == 0:
+            self._sync_buffers()
+            self.teacher.update(self.model)
+            self.stats["teacher_updates"] += 1
+
+    def export_model(self):
+        if self.adapt.export == "teacher":
+            return self.teacher.model
+        return super().export_model()
+
+    def extra_state(self) -> dict:
+        return {"teacher": self.teacher.model.state_dict(), "stats": dict(self.stats)}
+
+    def load_extra_state(self, state: dict) -> None:
+        if "teacher" not in state:
+            raise DarknetKDError("--resume: the checkpoint has no teacher (not an adaptation checkpoint)",
+                                 self.ckpt_path)
+        self.teacher.model.load_state_dict(state["teacher"])
+        self.stats.update(state.get("stats", {}))
+
+    def run(self) -> dict:
+        summary = super().run()
+        n = max(self.stats["images"], 1)
+        summary.update({"method": self.adapt.method, "export": self.adapt.export,
+                        "hpl_per_image": self.stats["hpl"] / n, "lpl_per_image": self.stats["lpl"] / n,
+                        "teacher_updates": self.stats["teacher_updates"],
+                        "adapt_options": asdict(self.adapt)})
+        if self.rank == 0:
+            atomic_write(self.backup / f"{self.stem}_summary.json", json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
+# ---------------------------------------------------------------------------------- command
+
+def add_parser(sub):
+    p = sub.add_parser("adapt", help="source-free adaptation: mean teacher (mt) or LPLD on unlabelled target images",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("data", help="target .data: train= unlabelled target images, valid= labelled (model selection)")
+    p.add_argument("cfg")
+    p.add_argument("weights", help="the source-trained .weights")
+    p.add_argument("--method", choices=METHODS, default="lpld")
+    p.add_argument("--epochs", type=float, default=10.0, help="epochs over the target list (default 10)")
+    p.add_argument("--learning-rate", type=float, help="constant learning rate (default: the cfg's)")
+    p.add_argument("--ema-every", choices=("epoch", "iter"), default="epoch",
+                   help="teacher EMA once per epoch (published) or after every update")
+    p.add_argument("--ema-keep", type=float, help="EMA keep rate (default 0.75 per epoch, 0.999 per iteration)")
+    p.add_argument("--hpl-thresh", type=float, default=0.7, help="teacher score for a pseudo-label (default 0.7)")
+    p.add_argument("--top-k", type=int, default=300, help="LPLD proposals per image (default 300)")
+    p.add_argument("--lpld-weight", type=float, default=0.1, help="LPLD loss weight (default 0.1)")
+    p.add_argument("--lpld-norm", choices=("mean", "sum"), default="mean",
+                   help="LPLD per image: mean over its LPL (published) or sum")
+    p.add_argument("--feature-layer", type=int, help="layer whose output LPLD pools (default: the input of the "
+                   "finest [yolo] layer's output convolution)")
+    p.add_argument("--export", choices=("teacher", "student"), default="teacher",
+                   help="the model saved as .weights and evaluated (default teacher)")
+    p.add_argument("--allow-train-labels", action="store_true",
+                   help="run although the target train list has label files (they are ignored); "
+                   "breaks the source-free, label-free setting")
+    add_train_arguments(p)
+    p.set_defaults(func=run_command)
+
+
+def adapt_options_from_args(args) -> AdaptOptions:
+    lp = LpldOptions(hpl_thresh=args.hpl_thresh, top_k=args.top_k, weight=args.lpld_weight, norm=args.lpld_norm)
+    return AdaptOptions(method=args.method, epochs=args.epochs, learning_rate=args.learning_rate,
+                        ema_every=args.ema_every, ema_keep=args.ema_keep, feature_layer=args.feature_layer,
+                        export=args.export, allow_train_labels=args.allow_train_labels, lpld=lp)
+
+
+def run_command(args):
+    summary = AdaptTrainer(args.data, args.cfg, args.weights, options_from_args(args),
+                           adapt_options_from_args(args)).run()
+    print(json.dumps(summary, indent=2))
+    return 0
