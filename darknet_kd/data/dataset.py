@@ -64,7 +64,7 @@ from .darknet import DataConfig, label_path, read_labels
 
 __all__ = ["AugmentOptions", "TrainDataset", "EvalDataset", "DarknetBatchSampler", "collate", "load_image",
            "load_all_labels", "augment", "letterbox", "letterbox_size", "to_original_boxes", "multiscale_size",
-           "rand_scale", "train_loader", "eval_loader", "worker_init_fn"]
+           "rand_scale", "train_loader", "eval_loader", "worker_init_fn", "WORKER_CONTEXT"]
 
 
 # ---------------------------------------------------------------- options
@@ -469,6 +469,12 @@ class DarknetBatchSampler(Sampler):
             yield [(int(i), w, h, int(seeds[i])) for i in idx]
 
 
+#: Worker processes are spawned, not forked: a fork taken while OpenCV's or OpenMP's
+#: thread pools are in use in the parent can leave a worker blocked on a lock forever
+#: (seen here with cv2.resize before the loader started).
+WORKER_CONTEXT = "spawn"
+
+
 def worker_init_fn(worker_id: int):
     """Per-worker setup: one OpenCV/torch thread (the samples are the parallel unit) and
     seeds derived from torch's per-worker seed, so any other randomness is reproducible."""
@@ -492,6 +498,7 @@ def train_loader(data: DataConfig, model, batch_size: int, workers: int = 2, see
                                   opts.resize_step, seed, max_batches=model.net.max_batches, iteration=iteration)
     return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                       worker_init_fn=worker_init_fn, persistent_workers=workers > 0,
+                      multiprocessing_context=WORKER_CONTEXT if workers > 0 else None,
                       generator=torch.Generator().manual_seed(seed))
 
 
@@ -499,4 +506,4 @@ def eval_loader(data: DataConfig, model, batch_size: int = 8, workers: int = 2, 
     """The evaluation DataLoader (no augmentation, [net] letter_box decides letterbox/stretch)."""
     ds = EvalDataset(data.images(key), data.classes, model.net.width, model.net.height, bool(model.net.letter_box))
     return DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=workers,
-                      worker_init_fn=worker_init_fn)
+                      worker_init_fn=worker_init_fn, multiprocessing_context=WORKER_CONTEXT if workers > 0 else None)
