@@ -63,14 +63,10 @@ def _prf(tp: int, fp: int, fn: int) -> dict:
 
 def labels_at(dets, thresh: float) -> np.ndarray:
     """The pseudo-label rows ``pseudo_label`` writes at ``thresh`` from one image's
-    detections (sorted by confidence): per NMS box its first (= best) class above thresh."""
-    best = {}
-    for d in dets:
-        if d.confidence > thresh:
-            best.setdefault(d.det_index, d)
-    rows = [[d.class_id, *np.clip(d.box, 0, 1)] for d in sorted(best.values(), key=lambda d: -d.confidence)]
-    rows = np.array(rows, np.float32).reshape(-1, 5)
-    return rows[(rows[:, 3] > 0) & (rows[:, 4] > 0)]
+    detections (:func:`darknet_kd.detect.pseudo_label_rows`)."""
+    from ..detect import pseudo_label_rows
+
+    return pseudo_label_rows(dets, thresh)[0]
 
 
 def sweep_threshold(model, images, truths, thresholds=THRESHOLDS, iou: float = 0.5, batch_size: int = 8,
