@@ -20,8 +20,6 @@ COMMAND_MODULES = [
     "darknet_kd.train.trainer",
     "darknet_kd.train.distill",
     "darknet_kd.train.pseudo",
-    "darknet_kd.train.distill",
-    "darknet_kd.train.pseudo",
     "darknet_kd.train.adapt",
 ]
 
