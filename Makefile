@@ -16,14 +16,14 @@ PIP_PKGS := torch==2.13.0 "numpy<3" "opencv-python-headless>=4.8,<5" "pycocotool
 .PHONY: setup demo test bench clean
 setup: $(STAMP)
 
-$(STAMP): setup.py Makefile
+$(STAMP): setup.py Makefile CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing system packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; fi
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PIP) install -q $(PIP_PKGS)
-	$(PIP) install -q --no-build-isolation -e .
+	$(PIP) install -q --no-build-isolation --use-pep517 -e .
 	touch $(STAMP)
 
 demo: setup
