@@ -51,7 +51,8 @@ HELP = {
 def add_train(sub):
     p = sub.add_parser("train", help="train the GAN (CUT + PatchNCE + semantic consistency)")
     p.add_argument("--source", required=True, help="source .data (labelled; its train list)")
-    p.add_argument("--target", required=True, help="target image list (or .data: its train list)")
+    p.add_argument("--target", required=True,
+                   help="target image list(s), comma-separated, or a .data (its train + unlabelled= lists)")
     p.add_argument("--out", default="runs/domain_transfer", help="run folder: last.ckpt, grids, history.json")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="cpu (default) or gpu (published)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
@@ -98,7 +99,7 @@ def run_train(args):
     pairs = None
     if args.pairs:
         from .evaluate import drivesim_pairs
-        pairs = dict(drivesim_pairs(args.pairs, "source_train"))
+        pairs = dict(drivesim_pairs(args.pairs))
     trainer = GanTrainer(args.source, args.target, args.out, cfg, device=args.device, resume=args.resume,
                          save_every=args.save_every, grid_every=args.grid_every, pairs=pairs,
                          use_target_labels=not args.no_target_labels, progress=not args.no_progress,

@@ -132,9 +132,9 @@ class GanConfig:
 
 PRESETS = {
     "gpu": {},
-    "cpu": dict(ngf=24, blocks=4, crop=128, crop_delta=32, ndf=32, fs_ngf=16, nce_layers=[0, 2, 3, 5, 7],
-                nce_patches=128, nce_dim=128, proj_channels=32, iter_size=2, batch=2, iters=3000, pool_size=20,
-                amp=False),
+    "cpu": dict(ngf=16, blocks=4, crop=128, crop_delta=32, ndf=32, fs_ngf=16, nce_layers=[0, 2, 3, 5, 7],
+                nce_patches=128, nce_dim=128, proj_channels=32, batch=1, iter_size=4, iters=3000, pool_size=20,
+                amp=True),
 }
 
 #: Options that may change when a run is resumed (they do not change the model or its losses).

@@ -55,14 +55,24 @@ def source_images(data_path, key: str = "train"):
     return cfg, images, [read_labels(label_path(p), cfg.classes) for p in images]
 
 
-def target_images(path, num_classes: int, use_labels: bool = True):
-    """The target images: a list file (one image a line) or a .data file (its ``train`` list).
-    With ``use_labels`` the label files that exist give target masks (images without a
-    label file are unlabelled: their masks come from f_s)."""
-    path = Path(path)
-    images = read_data_file(path).images("train") if path.suffix == ".data" else read_list(path)
+def target_images(spec, num_classes: int, use_labels: bool = True):
+    """The target images: one or more comma-separated list files or .data files (a .data gives
+    its ``train`` list plus its ``unlabelled=`` list when it has one, as DriveSim's
+    ``D-test.data``: the labelled target share and the unlabelled rest).  With ``use_labels``
+    the label files that exist give target masks (images without a label file are
+    unlabelled: their masks come from f_s)."""
+    images = []
+    for part in str(spec).split(","):
+        path = Path(part.strip())
+        if path.suffix == ".data":
+            cfg = read_data_file(path)
+            images += cfg.images("train")
+            if cfg.get("unlabelled") is not None:
+                images += cfg.images("unlabelled")
+        else:
+            images += read_list(path)
     if not images:
-        raise DataError("the target list is empty", path)
+        raise DataError("the target list is empty", spec)
     labels = []
     for p in images:
         lp = label_path(p)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from darknet_kd.data.darknet import read_list
 from darknet_kd.errors import DataError
 from darknet_kd.fileio import atomic_write
 
@@ -98,26 +99,54 @@ class BackboneFeatures:
 
 # ---------------------------------------------------------------- DriveSim experiment layout
 
-def drivesim_pairs(exp_dir, split: str = "source_train"):
-    """[(source image, target render of the same scene)] of a DriveSim experiment folder."""
-    from darknet_kd.data.drivesim.experiment import paired_renders  # DriveSim owns its layout
+def _manifest(exp_dir) -> dict:
+    path = Path(exp_dir) / "manifest.json"
+    try:
+        m = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError("not a DriveSim experiment (no manifest.json)", exp_dir) from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"unreadable DriveSim manifest: {e}", path) from None
+    if not isinstance(m, dict) or not m.get("target_domains"):
+        raise DataError("DriveSim manifest without target_domains", path)
+    return m
 
-    return [(str(Path(a).resolve()), str(Path(b).resolve())) for a, b in paired_renders(exp_dir)]
+
+def target_domain(exp_dir, domain: str | None = None) -> str:
+    """The DriveSim target domain to evaluate (default: the experiment's first)."""
+    m = _manifest(exp_dir)
+    if domain is None:
+        return m["target_domains"][0]
+    if domain not in m["target_domains"]:
+        raise DataError(f"domain {domain!r} is not a target of this experiment ({m['target_domains']})",
+                        Path(exp_dir) / "manifest.json")
+    return domain
 
 
-def drivesim_target_images(exp_dir) -> list[Path]:
-    from darknet_kd.data.drivesim.experiment import target_eval_images
+def drivesim_pairs(exp_dir, domain: str | None = None):
+    """[(source training image, its render in the target domain)] of a DriveSim experiment:
+    ``source-train.txt`` and ``paired-D-train.txt`` are parallel lists of the same scenes."""
+    exp = Path(exp_dir)
+    d = target_domain(exp, domain)
+    src, ref = read_list(exp / "source-train.txt"), read_list(exp / f"paired-{d}-train.txt")
+    if len(src) != len(ref):
+        raise DataError(f"paired-{d}-train.txt has {len(ref)} images, source-train.txt {len(src)}", exp)
+    return [(str(Path(a).resolve()), str(Path(b).resolve())) for a, b in zip(src, ref)]
 
-    return list(target_eval_images(exp_dir))
+
+def drivesim_target_images(exp_dir, domain: str | None = None) -> list[Path]:
+    """Real target images for the KID reference: the target test split (never seen in training)."""
+    exp = Path(exp_dir)
+    return read_list(exp / f"{target_domain(exp, domain)}-test.txt")
 
 
 # ---------------------------------------------------------------- the command
 
 def evaluate(ckpt, exp_dir, limit: int = 0, ema: bool = True, detector_cfg=None, detector_weights=None,
-             device=None, amp: bool = False, progress: bool = True) -> dict:
+             device=None, amp: bool = False, progress: bool = True, domain: str | None = None) -> dict:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     G, cfg, _ = load_generator(ckpt, ema, device)
-    pairs = drivesim_pairs(exp_dir)
+    pairs = drivesim_pairs(exp_dir, domain)
     if not pairs:
         raise DataError("no paired target renders found", exp_dir)
     if limit:
@@ -139,7 +168,7 @@ def evaluate(ckpt, exp_dir, limit: int = 0, ema: bool = True, detector_cfg=None,
         rows["ssim_tr"].append(ssim(tr, r))
         f_src.append(feats(a))
         f_tr.append(feats(tr))
-    targets = drivesim_target_images(exp_dir)
+    targets = drivesim_target_images(exp_dir, domain)
     if limit:
         targets = targets[:max(limit, 2)]
     f_tgt = [feats(read_image(p)) for p in tqdm(targets, desc="target features", unit="img",
@@ -160,6 +189,7 @@ def add_parser(sub):
     p = sub.add_parser("eval", help="paired PSNR/SSIM and KID of translations on a DriveSim experiment")
     p.add_argument("ckpt")
     p.add_argument("experiment", help="DriveSim experiment folder (darknet-kd drivesim OUT)")
+    p.add_argument("--domain", default=None, help="target domain (default: the experiment's first)")
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N pairs only")
     p.add_argument("--no-ema", action="store_true")
     p.add_argument("--detector-cfg", default=None, help="KID feature network (default: the checkpoint's)")
@@ -173,7 +203,7 @@ def add_parser(sub):
 
 def run(args):
     r = evaluate(args.ckpt, args.experiment, args.limit, not args.no_ema, args.detector_cfg, args.detector_weights,
-                 args.device, args.amp, not args.no_progress)
+                 args.device, args.amp, not args.no_progress, args.domain)
     print(f"pairs {r['images']}, target images {r['target_images']}")
     print(f"{'':12s}{'PSNR dB':>10s}{'SSIM':>10s}{'KID x100':>12s}")
     print(f"{'source':12s}{r['psnr_source']:10.2f}{r['ssim_source']:10.4f}{100 * r['kid_source']:12.3f}")

@@ -372,7 +372,7 @@ class GanTrainer:
                                      cv2.COLORMAP_INFERNO)[..., ::-1]
             cols = [img, to_image(out[0]), heat]
             if self.pairs:
-                pair = self.pairs.get(str(p))
+                pair = self.pairs.get(str(Path(p).resolve()))
                 cols.append(cv2.resize(read_image(pair), img.shape[1::-1], interpolation=cv2.INTER_AREA)
                             if pair is not None else np.zeros_like(img))
             rows.append(np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0))) for c in cols], 1))

@@ -394,7 +394,7 @@ def test_grid_image(data, tmp_path):
     g = cv2.imread(str(p))
     assert g is not None and g.shape[1] >= 3 * 64  # source | translated | attention
     imgs = read_list(src.parent / "train.txt")
-    t.pairs = {str(imgs[0]): str(imgs[1])}
+    t.pairs = {str(imgs[0].resolve()): str(imgs[1])}
     g4 = cv2.imread(str(t.write_grid(tmp_path / "g4.png")))
     assert g4.shape[1] > g.shape[1]  # + the target render column
 
