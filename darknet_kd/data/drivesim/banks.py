@@ -16,10 +16,11 @@ BANKS: dict = {}
 
 def bank(kind: str, n: int) -> np.ndarray:
     """Fixed random banks (seeded constants, built once per process): ``noise`` (n, n, 3)
-    N(0, 1); ``grain`` (n, n) multi-scale texture with unit std, ``gain`` = 1 + 0.08·grain; ``streaks`` (n, n) rain."""
+    N(0, 1); ``grain`` (n, n) multi-scale texture with unit std, ``gain`` (n, n, 3) = 1 + 0.08·grain; ``streaks`` (n, n) rain."""
     key = (kind, n)
     if key not in BANKS and kind == "gain":
-        BANKS[key] = 1.0 + np.float32(0.08) * bank("grain", n)
+        g = 1.0 + np.float32(0.08) * bank("grain", n)
+        BANKS[key] = cv2.merge([g, g, g])
     if key not in BANKS:
         rng = np.random.default_rng({"noise": 11, "grain": 12, "streaks": 13}[kind])
         if kind == "noise":
@@ -63,5 +64,5 @@ def linear_albedo(albedo: np.ndarray, offset) -> np.ndarray:
     g = bank("gain", n)
     y, x = int(offset[0] * (n - H + 1)), int(offset[1] * (n - W + 1))
     lin = cv2.LUT(albedo, TO_LIN)
-    lin *= g[y:y + H, x:x + W, None]
+    cv2.multiply(lin, g[y:y + H, x:x + W], dst=lin)
     return lin

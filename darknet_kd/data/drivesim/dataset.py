@@ -219,13 +219,17 @@ def parse_targets(text: str) -> list[str]:
     return ds
 
 
-def generate(out, preset: str = "cpu", seed: int = 0, targets=("night",), target_frac: float = 0.2,
+def generate(out, preset="cpu", seed: int = 0, targets=("night",), target_frac: float = 0.2,
              workers: int | None = None, size: int | None = None, overwrite: bool = False,
              progress: bool = True) -> dict:
-    """Write the experiment folder ``out``; returns the manifest."""
-    if preset not in PRESETS:
+    """Write the experiment folder ``out``; returns the manifest.  ``preset`` is a name of
+    :data:`PRESETS` or a :class:`Preset` (custom sizes and counts)."""
+    if isinstance(preset, Preset):
+        pre, preset = preset, "custom"
+    elif preset in PRESETS:
+        pre = PRESETS[preset]
+    else:
         raise DataError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
-    pre = PRESETS[preset]
     if size is not None:
         if size < 32 or size % 32:
             raise DataError(f"--size {size} must be a positive multiple of 32")
@@ -299,6 +303,7 @@ def generate(out, preset: str = "cpu", seed: int = 0, targets=("night",), target
         "generator": "darknet-kd drivesim", "version": VERSION, "preset": preset, "seed": seed,
         "size": [pre.size, pre.size], "target_frac": target_frac, "source_domain": SOURCE_DOMAIN,
         "target_domains": targets, "domains": list(DOMAINS), "classes": list(CLASSES),
+        "counts": {"source": list(pre.source), "target": list(pre.target)},
         "image_format": f"JPEG quality {JPEG_QUALITY}",
         "label_rules": {"min_visible_fraction": MIN_VISIBLE, "min_box_side_px": MIN_BOX_PX,
                         "min_box_area_px": MIN_BOX_AREA},

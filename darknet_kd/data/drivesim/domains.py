@@ -27,9 +27,18 @@ import cv2
 import numpy as np
 
 from .banks import bank, bank_size, crop
-from .render import GROUND, SKY, SKY_DEPTH, Layers
+from .render import FIRST_OBJECT, GROUND, SKY, SKY_DEPTH, Layers
 
 DOMAINS = ("day", "night", "fog", "rain")
+# Speed note: numpy broadcasting against a length-3 colour axis is ~10x slower than
+# OpenCV's per-channel scalar arithmetic, so per-pixel factors are expanded with
+# cv2.merge and per-channel constants go through cv2 scalar ops or cv2.transform.
+
+def _c3(a: np.ndarray) -> np.ndarray:
+    """(H, W) -> (H, W, 3) contiguous copy."""
+    return cv2.merge([a, a, a])
+
+
 def _finish(lin: np.ndarray) -> np.ndarray:
     """Linear light -> sRGB-ish (gamma 2) uint8, saturating."""
     np.maximum(lin, 0.0, out=lin)
@@ -41,7 +50,7 @@ def _noise(lin, rng, read, shot=0.0):
     H, W = lin.shape[:2]
     n = crop(bank("noise", bank_size(H, W)), rng, H, W)
     if shot <= 0:
-        lin += n * np.float32(read)
+        cv2.scaleAdd(n, read, lin, dst=lin)
         return
     sd = lin * np.float32(shot)
     sd += np.float32(read * read)
@@ -61,41 +70,48 @@ def _glow(E, sigma_small, sigma_big, k_small, k_big):
     return cv2.resize(g, (W, H), interpolation=cv2.INTER_LINEAR)
 
 
-def _horizon_row(L):
-    return int(np.clip(np.ceil(L.camera.horizon - 0.5), 0, L.ids.shape[0]))
-
-
 def _set_sky(lin, L, top, horizon, power=1.5):
     """Replace the sky pixels by a vertical gradient (linear colours)."""
-    hz = _horizon_row(L)
+    hz = int(np.clip(np.ceil(L.camera.horizon - 0.5), 0, L.ids.shape[0]))
     if hz == 0:
         return
-    t = (np.arange(hz, dtype=np.float32) / max(hz, 1))[:, None] ** power
+    t = (np.arange(hz, dtype=np.float32) / hz)[:, None] ** power
     top, horizon = np.float32(top), np.float32(horizon)
-    rows = top + (horizon - top) * t
-    np.copyto(lin[:hz], rows[:, None, :], where=(L.ids[:hz] == SKY)[..., None])
+    rows = (top + (horizon - top) * t)[:, None, :]
+    sky = cv2.resize(rows, (lin.shape[1], hz), interpolation=cv2.INTER_NEAREST)
+    cv2.copyTo(sky, (L.ids[:hz] == SKY).view(np.uint8), lin[:hz])
 
 
 def _haze(lin, depth, V, A):
-    """Koschmieder: lin·t + A·(1 − t), t = exp(−depth/V), in place (A per channel)."""
-    t = cv2.exp(depth * np.float32(-1.0 / V))[..., None]
-    A = np.float32(A)
-    lin -= A
-    lin *= t
-    lin += A
+    """Koschmieder: lin·t + A·(1 − t), t = exp(−depth/V), in place (A per channel).
+    Returns t (H, W)."""
+    t = cv2.exp(depth * np.float32(-1.0 / V))
+    A = (*(float(a) for a in A), 0.0)
+    cv2.subtract(lin, A, dst=lin)
+    cv2.multiply(lin, _c3(t), dst=lin)
+    cv2.add(lin, A, dst=lin)
     return t
+
+
+def _object_lights(L, k):
+    """Daylight emission: head/tail and traffic lights only (windows and street lamps are
+    not visibly lit by day); None when there is none."""
+    objects = L.ids >= FIRST_OBJECT
+    if not objects.any():
+        return None
+    return cv2.multiply(L.emis, _c3(objects.astype(np.float32)), scale=k / 255.0)
 
 
 # ---------------------------------------------------------------- domains
 
 def day(L: Layers, rng) -> np.ndarray:
     e = rng.uniform(0.8, 1.15)
-    wb = (e * rng.uniform(0.93, 1.07, 3)).astype(np.float32)
-    lin = L.lin * wb
+    wb = e * rng.uniform(0.93, 1.07, 3)
+    lin = cv2.multiply(L.lin, (*wb.tolist(), 0.0))
     if L.shadow.any():
         sh = cv2.GaussianBlur(L.shadow, (3, 3), 0)
         sh[L.ids != GROUND] = 0
-        lin *= (1.0 - sh.astype(np.float32) * np.float32(0.55 / 255))[..., None]
+        cv2.multiply(lin, _c3(1.0 - sh.astype(np.float32) * np.float32(0.55 / 255)), dst=lin)
     _noise(lin, rng, 0.003)
     return _finish(lin)
 
@@ -111,48 +127,51 @@ def _night_light(L: Layers, ambient, ego_gain, reach):
     ys = (np.arange(h4, dtype=np.float32) + 0.5) * np.float32(H / h4)
     X = (xs[None, :] - np.float32(cam.cx)) * Z / np.float32(cam.f)
     Y = np.float32(cam.cam_h) - (ys[:, None] - np.float32(cam.horizon)) * Z / np.float32(cam.f)
-    light = np.empty((h4, w4, 3), np.float32)
-    light[:] = ambient
     # the ego car's low beams: a cone down the road, fading with distance
     beam = ego_gain * np.exp(-Z / reach) * np.exp(-(X / (0.3 * Z + 1.2)) ** 2) * (Y < 1.8)
-    light += beam[..., None] * np.float32((0.95, 0.97, 1.0))
-    for lx, ly, lz, b, g, r, radius, inten in L.lights:
-        d2 = (X - lx) ** 2 + (Y - ly) ** 2 + (Z - lz) ** 2
-        light += (inten / (1.0 + d2 / (radius * radius)))[..., None] * np.float32((b, g, r))
-    light[Z >= SKY_DEPTH * 0.5] = 0.0
+    lights = np.asarray(L.lights, np.float32).reshape(-1, 8)
+    col = lambda v: v[:, None]                                                 # noqa: E731
+    d2 = (X.ravel() - col(lights[:, 0])) ** 2                                  # (n_lights, n_px)
+    d2 += (Y.ravel() - col(lights[:, 1])) ** 2
+    d2 += (Z.ravel() - col(lights[:, 2])) ** 2
+    atten = col(lights[:, 7]) / (1.0 + d2 / col(lights[:, 6] ** 2))
+    rgb = lights[:, 3:6].T @ atten                                             # (3, n_px)
+    rgb += np.float32((0.95, 0.97, 1.0))[:, None] * beam.ravel()
+    rgb += np.float32(ambient)[:, None]
+    rgb[:, Z.ravel() >= SKY_DEPTH * 0.5] = 0.0
+    light = cv2.merge([r.reshape(h4, w4) for r in rgb])
     return cv2.resize(light, (W, H), interpolation=cv2.INTER_LINEAR)
 
 
 def night(L: Layers, rng) -> np.ndarray:
     H, W = L.ids.shape
-    gain = rng.uniform(2.0, 4.0)                                               # auto exposure
+    gain = rng.uniform(1.5, 3.0)                                               # auto exposure
     ambient = rng.uniform(0.004, 0.02) * np.float32((1.1, 1.0, 0.9))            # moon / sky glow, bluish
     light = _night_light(L, ambient, rng.uniform(0.06, 0.2), rng.uniform(15, 35))
-    lin = L.lin * light
-    glow_c = rng.uniform(0.01, 0.04) * np.array((0.5, 0.7, 1.0))               # sodium sky glow at the horizon
-    _set_sky(lin, L, (0.0025, 0.0012, 0.0008), glow_c, power=3.0)
-    k = np.float32(rng.uniform(1.2, 2.2) / 255.0)
-    cv2.scaleAdd(L.emis, k, lin, lin)
+    lin = cv2.multiply(L.lin, light, scale=gain)
+    glow_c = gain * rng.uniform(0.01, 0.04) * np.array((0.5, 0.7, 1.0))        # sodium sky glow at the horizon
+    _set_sky(lin, L, gain * np.array((0.0025, 0.0012, 0.0008)), glow_c, power=3.0)
+    k = gain * rng.uniform(1.2, 2.2) / 255.0
+    cv2.scaleAdd(L.emis, k, lin, dst=lin)
     lin += _glow(L.emis, 1.2 * W / 416, 5.0 * W / 416, 0.35 * k, 0.12 * k)
     blur = int(rng.integers(1, 6) * max(W, 256) / 416)                         # motion blur (px)
     if blur >= 2:
         lin = cv2.blur(lin, (blur, 1), borderType=cv2.BORDER_REFLECT)
-    lin *= np.float32(gain)
-    lin += np.float32(rng.uniform(0.001, 0.006))                               # veiling glare: low contrast
+    lin += np.float32(rng.uniform(0.0005, 0.004))                              # veiling glare: low contrast
     _noise(lin, rng, rng.uniform(0.004, 0.012), rng.uniform(0.002, 0.008))
     return _finish(lin)
 
 
 def fog(L: Layers, rng) -> np.ndarray:
-    e = np.float32(rng.uniform(0.65, 0.95))
-    lin = L.lin * e
+    e = rng.uniform(0.65, 0.95)
+    lin = L.lin * np.float32(e)
     a = rng.uniform(0.6, 0.82)
     A = (np.array((1.03, 1.0, 0.97)) * a) ** 2 * e
     t = _haze(lin, L.depth, rng.uniform(25.0, 70.0), A)
-    if L.emis.any():
-        E = L.emis * np.float32(0.5 / 255.0)
+    E = _object_lights(L, 0.5)
+    if E is not None:                            # lights pierce the fog more than surfaces
         E += _glow(E, 2.0, 6.0, 0.8, 0.6)
-        E *= t ** 0.3
+        cv2.multiply(E, _c3(cv2.sqrt(cv2.sqrt(t))), dst=E)
         lin += E
     _noise(lin, rng, 0.004)
     return _finish(lin)
@@ -166,26 +185,25 @@ def rain(L: Layers, rng) -> np.ndarray:
     sky = 0.42 * e
     _set_sky(lin, L, (sky * 0.8,) * 3, (sky * 1.1,) * 3)
     # wet road: darker asphalt that mirrors the grey sky more with distance
-    ground = L.ids == GROUND
     wet = 1.0 - cv2.exp(L.depth * np.float32(-1.0 / 25.0))
-    wet[~ground] = 0.0
-    lin *= (1.0 - 0.45 * wet + 0.35 * wet * wet)[..., None]
-    lin += (wet * np.float32(0.35 * sky))[..., None]
+    wet[L.ids != GROUND] = 0.0
+    cv2.multiply(lin, _c3(1.0 - 0.45 * wet + 0.35 * wet * wet), dst=lin)
+    cv2.scaleAdd(_c3(wet), 0.35 * sky, lin, dst=lin)
     _haze(lin, L.depth, rng.uniform(90.0, 220.0), (sky * 1.05,) * 3)
-    if L.emis.any():
-        E = L.emis * np.float32(0.5 / 255.0)
+    E = _object_lights(L, 0.5)
+    if E is not None:
         lin += E
         lin += _glow(E, 1.5, 4.0, 0.6, 0.3)
     streak = crop(bank("streaks", bank_size(H, W)), rng, H, W)
-    lin += (streak * np.float32(rng.uniform(0.03, 0.09)))[..., None]
+    cv2.scaleAdd(_c3(streak), rng.uniform(0.03, 0.09), lin, dst=lin)
     n_drops = int(rng.integers(0, 7))
     if n_drops:                                  # out-of-focus drops on the windscreen
         m = np.zeros((H, W), np.uint8)
         for _ in range(n_drops):
             cv2.circle(m, (int(rng.integers(0, W)), int(rng.integers(0, H))), int(rng.uniform(0.02, 0.06) * W), 255, -1)
         small = cv2.resize(lin, (max(W // 8, 2), max(H // 8, 2)), interpolation=cv2.INTER_AREA)
-        blurred = cv2.resize(small, (W, H), interpolation=cv2.INTER_LINEAR) * np.float32(1.08)
-        np.copyto(lin, blurred, where=(m > 0)[..., None])
+        blurred = cv2.resize(small, (W, H), interpolation=cv2.INTER_LINEAR)
+        cv2.copyTo(blurred * np.float32(1.08), m, lin)
     _noise(lin, rng, 0.005, 0.002)
     return _finish(lin)
 

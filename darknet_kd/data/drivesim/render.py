@@ -39,8 +39,8 @@ SKY, GROUND, BUILDING, FIRST_OBJECT = 0, 1, 2, 3
 SKY_DEPTH = 1.0e4
 NEAR = 2.0                     # metres: nothing nearer is drawn
 MIN_VISIBLE = 0.30             # minimum visible fraction of an object's silhouette
-MIN_BOX_PX = 2                 # minimum visible box side (pixels)
-MIN_BOX_AREA = 10              # minimum visible box area (pixels²)
+MIN_BOX_PX = 3                 # minimum visible box side (pixels)
+MIN_BOX_AREA = 16              # minimum visible box area (pixels²)
 SHIFT = 3                      # OpenCV fractional bits of vertex coordinates
 _ONE = 1 << SHIFT
 
@@ -121,10 +121,12 @@ def _background(scene: Scene, cam: Camera, want_color: bool):
     albedo = None
     if want_color:
         albedo = np.empty((H, W, 3), np.uint8)
-        t = (np.arange(hz, dtype=np.float32) / max(hz, 1))[:, None]
-        top, hor = np.array(c["sky_top"], np.float32), np.array(c["sky_horizon"], np.float32)
-        albedo[:hz] = (top + (hor - top) * t ** 1.5).astype(np.uint8)[:, None, :]
-        albedo[hz:] = c["walk"]
+        if hz:
+            t = (np.arange(hz, dtype=np.float32) / hz)[:, None]
+            top, hor = np.array(c["sky_top"], np.float32), np.array(c["sky_horizon"], np.float32)
+            rows = (top + (hor - top) * t ** 1.5).astype(np.uint8)[:, None, :]
+            albedo[:hz] = cv2.resize(rows, (W, hz), interpolation=cv2.INTER_NEAREST)
+        cv2.rectangle(albedo, (0, hz), (W, H), c["walk"], -1)
         Zfar = 3000.0
         _polys(albedo, _ground_quads(cam, np.array([scene.road_l]), np.array([scene.road_r]),
                                      np.array([0.5]), np.array([Zfar])), c["road"])
@@ -282,7 +284,9 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
     extent = np.zeros((len(things), 4), np.int64)             # clipped sprite rectangles
     ch = 4 if color else 1
     f, cx, hor, ch_m = cam.f, cam.cx, cam.horizon, cam.cam_h
-    nearest_building = min((max(b.z0, NEAR) for b in scene.buildings if b.z1 > NEAR), default=np.inf)
+    # only objects beyond a facade plane (cross traffic) can be hidden by a building
+    facade_l = max((b.X for b in scene.buildings if b.side < 0), default=-np.inf)
+    facade_r = min((b.X for b in scene.buildings if b.side > 0), default=np.inf)
     for i in order:
         t = things[i]
         s = f / t.Z
@@ -299,20 +303,22 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
                 if spe is None:
                     spe = np.zeros((sh, sw, 3), np.float32)
                 _draw(spe, kind, q, th, em if em is not None else (0.0, 0.0, 0.0))
-        mask = spr[..., ch - 1]
+        mask = cv2.extractChannel(spr, 3) if color else spr[..., 0]
         full_area[i] = cv2.countNonZero(mask)
         reg = (slice(y0, y1), slice(x0, x1))
         sreg = (slice(y0 - oy, y1 - oy), slice(x0 - ox, x1 - ox))
-        m = mask[sreg] > 0
-        if t.Z > nearest_building:
-            m &= ~((ids[reg] == BUILDING) & (depth[reg] < t.Z))   # corner buildings hide cross traffic
-        np.copyto(ids[reg], np.int16(FIRST_OBJECT + i), where=m)
-        np.copyto(depth[reg], np.float32(t.Z), where=m)
+        m = mask[sreg]
+        if not facade_l < t.X < facade_r:              # corner buildings hide cross traffic
+            m = m & ~((ids[reg] == BUILDING) & (depth[reg] < t.Z)).view(np.uint8)
+        ids[reg] = cv2.copyTo(np.full(m.shape, FIRST_OBJECT + i, np.int16), m, ids[reg])
+        depth[reg] = cv2.copyTo(np.full(m.shape, t.Z, np.float32), m, depth[reg])
         extent[i] = (x0, y0, x1, y1)
         if color:
-            m3 = m[..., None]
-            np.copyto(albedo[reg], spr[sreg][..., :3], where=m3)
-            np.copyto(emis[reg], 0.0 if spe is None else spe[sreg], where=m3)
+            albedo[reg] = cv2.copyTo(cv2.cvtColor(spr[sreg], cv2.COLOR_BGRA2BGR), m, albedo[reg])
+            if spe is not None:
+                emis[reg] = cv2.copyTo(spe[sreg], m, emis[reg])
+            else:
+                emis[reg] = cv2.copyTo(np.zeros((*m.shape, 3), np.float32), m, emis[reg])
             if t.cls >= 0 and t.kind not in ("traffic_light", "traffic_sign"):   # sun shadow on the ground
                 w = sw * (0.55 if t.view.startswith("side") else 0.6)
                 cv2.ellipse(shadow, (int(bx * _ONE), int(by * _ONE)), (int(w * _ONE), int(max(1.0, 0.25 * w) * _ONE)),
@@ -331,16 +337,14 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
         if t.cls < 0 or full_area[i] == 0:
             continue
         x0, y0, x1, y1 = extent[i]
-        own = ids[y0:y1, x0:x1] == FIRST_OBJECT + i
-        n = int(np.count_nonzero(own))
+        own = (ids[y0:y1, x0:x1] == FIRST_OBJECT + i).view(np.uint8)
+        n = cv2.countNonZero(own)
         frac = n / full_area[i]
         if n == 0 or frac < MIN_VISIBLE:
-            dropped += n > 0 or full_area[i] > 0
+            dropped += 1
             continue
-        cols = np.flatnonzero(own.any(0))
-        rows = np.flatnonzero(own.any(1))
-        bx0, bx1 = x0 + cols[0], x0 + cols[-1] + 1
-        by0, by1 = y0 + rows[0], y0 + rows[-1] + 1
+        bx, by, bw, bh = cv2.boundingRect(own)
+        bx0, bx1, by0, by1 = x0 + bx, x0 + bx + bw, y0 + by, y0 + by + bh
         if min(bx1 - bx0, by1 - by0) < MIN_BOX_PX or (bx1 - bx0) * (by1 - by0) < MIN_BOX_AREA:
             dropped += 1
             continue

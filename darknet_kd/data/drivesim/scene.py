@@ -156,7 +156,7 @@ def _vehicle(rng, st, cls_name, X, Z, view):
         p = dict(w=2.5, h=4.3 if double else rng.uniform(2.9, 3.3), length=rng.uniform(10.5, 12.5),
                  color=_jitter(rng, _pick(rng, st["bus_colors"]), 8), stripe=_pick(rng, st["bus_stripes"]),
                  glass=(60, 55, 45), ad=_jitter(rng, (80, 160, 200), 60), double=double,
-                 interior=(150, 215, 235) if rng.random() < 0.8 else None)
+                 interior=(45, 70, 80) if rng.random() < 0.8 else None)
     return Thing(cls_name, CLS[cls_name], X, Z, 0.0, view, p)
 
 
@@ -177,7 +177,7 @@ def _bicycle(rng, X, Z, view):
 def _light(rng, st, X, Z, Y, state, arm=0.0):
     """A traffic light housing on a pole (the pole is an unlabelled thing drawn first)."""
     layout = st["light_layout"]
-    h = 0.98 if layout == "vertical" else 0.36
+    h = 1.15 if layout == "vertical" else 0.45
     p = dict(layout=layout, housing=_pick(rng, st["housings"]), state=state, backplate=st["backplate"])
     t = [Thing("traffic_light", CLS["traffic_light"], X + arm, Z, Y, "front", p, order=1)]
     t.append(Thing("pole", -1, X, Z + 0.05, 0.0, "front", dict(top=Y + h * (0.5 if not arm else 1.05), w=0.14,
@@ -205,7 +205,7 @@ def _sign(rng, st, X, Z):
 def sample_scene(rng: np.random.Generator, style: str = "source") -> Scene:
     """Draw one street scene.  All randomness comes from ``rng`` in a fixed order."""
     st = STYLES[style]
-    fx, hy, yaw, cam_h = rng.uniform(0.7, 0.9), rng.uniform(0.4, 0.5), rng.uniform(-0.07, 0.07), rng.uniform(1.25, 1.6)
+    fx, hy, yaw, cam_h = rng.uniform(0.95, 1.25), rng.uniform(0.4, 0.5), rng.uniform(-0.07, 0.07), rng.uniform(1.25, 1.6)
     lane_w = rng.uniform(3.0, 3.6)
     n_fwd = int(rng.integers(1, 3))
     n_opp = _pick(rng, (0, 1, 1, 2))
@@ -231,7 +231,7 @@ def sample_scene(rng: np.random.Generator, style: str = "source") -> Scene:
 
     inter = None
     if rng.random() < 0.45:
-        z0 = rng.uniform(16, 60)
+        z0 = rng.uniform(12, 45)
         inter = (z0, z0 + rng.uniform(10, 16))
     crosswalk = (inter[0] - 4.0, inter[0] - 0.5) if inter else ((lambda z: (z, z + 3.5))(rng.uniform(12, 40))
                                                                 if rng.random() < 0.25 else None)
@@ -257,7 +257,7 @@ def sample_scene(rng: np.random.Generator, style: str = "source") -> Scene:
             floor = rng.uniform(2.9, 3.6)
             buildings.append(Building(
                 side=side, X=edge + side * rng.uniform(0.0, 2.5), z0=z, z1=z1,
-                h=float(np.clip(rng.gamma(3.0, 5.0) * tall + 5, 5, 60)),
+                h=min(60.0, rng.gamma(3.0, 5.0) * tall + 5),
                 color=_jitter(rng, _pick(rng, st["building_colors"]), 15),
                 window=_jitter(rng, (95, 80, 60), 25), floor=floor, col_step=rng.uniform(2.4, 4.2),
                 win_w=rng.uniform(0.9, 1.6), win_h=rng.uniform(1.1, 1.7), lit=rng.uniform(0.05, 0.6),
@@ -272,7 +272,7 @@ def sample_scene(rng: np.random.Generator, style: str = "source") -> Scene:
         z = start
         while True:
             z += rng.exponential(mean_gap / traffic)
-            if z > 140:
+            if z > 100:
                 return
             c = _pick(rng, CLASSES[:3], vp)
             t = _vehicle(rng, st, c, X + rng.uniform(-jitter, jitter), z, view)
@@ -299,13 +299,13 @@ def sample_scene(rng: np.random.Generator, style: str = "source") -> Scene:
     for _ in range(rng.poisson(dens["person"] * crowd)):
         side = rng.random() < 0.55
         X = rng.uniform(road_r + 0.4, walk_r - 0.3) if side else rng.uniform(walk_l + 0.3, road_l - 0.4)
-        things.append(_person(rng, st, X, rng.uniform(3.0, 90.0), _pick(rng, ("front", "back", "side", "side"))))
+        things.append(_person(rng, st, X, rng.uniform(3.0, 55.0), _pick(rng, ("front", "back", "side", "side"))))
     if crosswalk:
         for _ in range(rng.poisson(1.5 * crowd)):
             things.append(_person(rng, st, rng.uniform(road_l, road_r), rng.uniform(*crosswalk), "side"))
     for _ in range(rng.poisson(dens["bicycle"] * crowd)):
         r = rng.random()
-        Z = rng.uniform(4.0, 70.0)
+        Z = rng.uniform(4.0, 45.0)
         if r < 0.45:                                     # ridden along the road edge, rider on top
             X = road_r - (bike_lane / 2 if bike_lane else rng.uniform(0.5, 1.0))
             view = _pick(rng, ("rear", "rear", "side"))
@@ -337,7 +337,7 @@ def sample_scene(rng: np.random.Generator, style: str = "source") -> Scene:
     # traffic signs along the kerbs
     for _ in range(rng.poisson(dens["sign"])):
         side = rng.random() < 0.65
-        things += _sign(rng, st, (road_r + 0.45) if side else (road_l - 0.45), rng.uniform(5.0, 100.0))
+        things += _sign(rng, st, (road_r + 0.45) if side else (road_l - 0.45), rng.uniform(5.0, 60.0))
     # street lamps
     lamp_light = _pick(rng, st["lamp_light"], st["lamp_p"])
     spacing = rng.uniform(22, 36)
@@ -345,7 +345,7 @@ def sample_scene(rng: np.random.Generator, style: str = "source") -> Scene:
         if rng.random() < 0.15:
             continue
         z = rng.uniform(2.0, spacing)
-        while z < 160:
+        while z < 120:
             top = rng.uniform(7.0, 9.0)
             lit = rng.random() < 0.92
             things.append(Thing("lamp", -1, edge, z, 0.0, "front",
@@ -358,9 +358,9 @@ def sample_scene(rng: np.random.Generator, style: str = "source") -> Scene:
         for side, lo, hi in ((-1, walk_l + 0.8, road_l - 0.8), (1, road_r + 0.8, walk_r - 0.8)):
             z = rng.uniform(3, spacing_t)
             X = rng.uniform(min(lo, hi), max(lo, hi))
-            while z < 120:
+            while z < 90:
                 n = int(rng.integers(3, 6))
-                greens = [_jitter(rng, (50, 110, 60), 25) for _ in range(n)]
+                greens = [tuple(c) for c in (np.array((50, 110, 60)) + (rng.random((n, 3)) * 51).astype(int) - 25).tolist()]
                 blobs = (rng.random((n, 3)) * (1.2, 0.9, 0.35) + (-0.6, 0.0, 0.45)).tolist()
                 things.append(Thing("tree", -1, X, z, 0.0, "front",
                                     dict(h=rng.uniform(4, 8), crown=rng.uniform(1.5, 2.6), blobs=blobs, greens=greens)))

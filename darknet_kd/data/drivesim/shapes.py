@@ -250,9 +250,9 @@ def bicycle(p, view, px):
 def traffic_light(p, view, px):
     """Housing with three lamps; one lit.  ``p['layout']`` vertical or horizontal."""
     housing, state = p["housing"], p["state"]
-    n, r = 3, 0.11
+    n, r = 3, 0.14
     vertical = p["layout"] == "vertical"
-    w, h = (0.36, 0.98) if vertical else (0.98, 0.36)
+    w, h = (0.45, 1.15) if vertical else (1.15, 0.45)
     out = [("P", rect(-w / 2, 0, w / 2, h), housing, None)]
     if p["backplate"]:
         out.insert(0, ("P", rect(-w / 2 - 0.1, -0.06, w / 2 + 0.1, h + 0.06), p["backplate"], None))
@@ -338,6 +338,8 @@ def lamp(p, view, px):
 def tree(p, view, px):
     h, crown = p["h"], p["crown"]
     out = [("P", rect(-0.14, 0, 0.14, h * 0.55), (40, 55, 75), None)]
+    if px * crown < 8:                                   # far: one blob
+        return out + [("E", (0, h * 0.62 + 0.4 * crown, crown, crown * 0.9), p["greens"][0], None)]
     for (du, dv, r), c in zip(p["blobs"], p["greens"]):
         out.append(("E", (du * crown, h * 0.62 + dv * crown, r * crown, r * crown * 0.9), c, None))
     return out

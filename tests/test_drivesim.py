@@ -1,0 +1,245 @@
+"""DriveSim: determinism, label validity, exact visible boxes, paired domains, hidden labels."""
+from __future__ import annotations
+
+import copy
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from darknet_kd.cli import main
+from darknet_kd.data.check import check_dataset
+from darknet_kd.data.darknet import label_path, read_data_file, read_labels, read_list, read_names
+from darknet_kd.data.drivesim import (CLASSES, DOMAINS, MIN_VISIBLE, PRESETS, generate, make_scene, rasterize,
+                                      render_scene, scene_labels, split_code)
+from darknet_kd.data.drivesim.scene import Thing, sample_scene
+from darknet_kd.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One smoke experiment with two target domains (2 workers), shared by the tests."""
+    out = tmp_path_factory.mktemp("ds") / "exp"
+    m = generate(out, "smoke", seed=5, targets=["night", "fog"], workers=2, progress=False)
+    return out, m
+
+
+def _tree(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes_any_worker_count(smoke, tmp_path):
+    out, _ = smoke
+    again = tmp_path / "again"
+    generate(again, "smoke", seed=5, targets=["night", "fog"], workers=1, progress=False)
+    a, b = _tree(out), _tree(again)
+    assert a.keys() == b.keys()
+    assert len(a) > 300
+    different = [k for k in a if a[k] != b[k]]
+    assert not different, different[:5]
+    other = tmp_path / "other"
+    generate(other, "smoke", seed=6, targets=["night", "fog"], workers=2, progress=False)
+    c = _tree(other)
+    assert c.keys() == a.keys()
+    changed = sum(a[k] != c[k] for k in a if k.endswith(".jpg"))
+    assert changed == sum(k.endswith(".jpg") for k in a)      # another seed: every image differs
+
+
+def test_every_data_file_passes_check(smoke):
+    out, m = smoke
+    datas = sorted(out.glob("*.data"))
+    assert {p.stem for p in datas} == set(m["data_files"])
+    assert {"source", "source-test", "night-lower", "night-upper", "night-target", "night-test", "night-sfod",
+            "fog-lower", "fog-upper", "fog-target", "fog-test", "paired-night-test", "paired-fog-test",
+            "paired-rain-test"} <= {p.stem for p in datas}
+    for d in datas:
+        errors, stats = check_dataset(d, decode=True, out=io.StringIO())
+        assert errors == [], (d, errors[:3])
+        assert stats["train"].images > 0 and stats["valid"].images > 0
+    assert read_names(out / "drivesim.names") == list(CLASSES)
+
+
+def test_data_files_point_at_the_right_splits(smoke):
+    out, m = smoke
+    pre = PRESETS["smoke"]
+    n_lab = round(0.2 * pre.target[0])
+
+    def imgs(data, key):
+        return [p.resolve() for p in read_data_file(out / data).images(key)]
+
+    src = imgs("source.data", "train")
+    assert len(src) == pre.source[0]
+    lab, unl = imgs("night-lower.data", "train")[len(src):], imgs("night-sfod.data", "train")
+    assert len(lab) == n_lab and len(unl) == pre.target[0] - n_lab
+    assert imgs("night-lower.data", "train")[:len(src)] == src
+    upper = imgs("night-upper.data", "train")
+    assert len(upper) == len(src) + pre.target[0] and upper[:len(src) + n_lab] == src + lab
+    assert imgs("night-target.data", "train") == upper[len(src):]
+    assert imgs("night-test.data", "valid") == imgs("night-lower.data", "test")
+    assert imgs("night-lower.data", "valid") != imgs("night-lower.data", "test")
+    assert len(imgs("paired-fog-test.data", "valid")) == pre.source[2]
+    assert read_data_file(out / "night-upper.data").extra["test"] == "night-test.txt"
+    # the audit copies are the unlabelled images themselves (hard links or copies)
+    for u, a in zip(unl, upper[len(src) + n_lab:]):
+        assert u.name == a.name and u.read_bytes() == a.read_bytes()
+    assert m["lists"]["night-labelled"]["images"] == n_lab
+
+
+def test_unlabelled_images_have_no_visible_labels(smoke):
+    out, m = smoke
+    for d in ("night", "fog"):
+        unl = read_list(out / f"{d}-unlabelled.txt", anchors=(out,))
+        aud = read_list(out / f"{d}-unlabelled-audit.txt", anchors=(out,))
+        assert len(unl) == len(aud) > 0
+        for u, a in zip(unl, aud):
+            assert u.is_file() and not label_path(u).exists()          # Darknet finds nothing
+            assert not (u.parent.parent / "labels").exists()
+            assert label_path(a).is_file()                             # the hidden labels, kept apart
+        hidden = sum(len(read_labels(label_path(a), len(CLASSES))) for a in aud)
+        assert hidden == sum(m["lists"][f"{d}-unlabelled"]["hidden_boxes"].values()) > 0
+        assert "boxes" not in m["lists"][f"{d}-unlabelled"]
+
+
+def test_paired_renders_share_boxes(smoke):
+    out, _ = smoke
+    day = read_list(out / "source-train.txt", anchors=(out,))
+    night = read_list(out / "paired-night-train.txt", anchors=(out,))
+    assert [p.name for p in day] == [p.name for p in night]
+    some_differ = 0
+    for a, b in zip(day, night):
+        assert label_path(a).read_bytes() == label_path(b).read_bytes()
+        some_differ += a.read_bytes() != b.read_bytes()
+    assert some_differ == len(day)
+    test_day = read_list(out / "source-test.txt", anchors=(out,))
+    for d in ("night", "fog", "rain"):
+        test_d = read_list(out / f"paired-{d}-test.txt", anchors=(out,))
+        assert [label_path(p).read_bytes() for p in test_d] == [label_path(p).read_bytes() for p in test_day]
+    # the API: one scene in all domains, identical labels; the day image does not depend on
+    # which other domains were rendered
+    imgs, labels = render_scene(5, split_code("source", "train"), 3, "source", 128)
+    alone, labels2 = render_scene(5, split_code("source", "train"), 3, "source", 128, domains=("day",))
+    assert np.array_equal(labels, labels2) and np.array_equal(imgs["day"], alone["day"])
+    assert len({imgs[d].tobytes() for d in DOMAINS}) == 4
+
+
+def test_labels_only_path_matches_render():
+    for i in range(6):
+        sc = make_scene(1, 1, i, "target" if i % 2 else "source")
+        full = rasterize(sc, 160, 160)
+        assert np.array_equal(full.labels, rasterize(sc, 160, 160, color=False).labels)
+        assert np.array_equal(full.labels, scene_labels(1, 1, i, "target" if i % 2 else "source", 160))
+
+
+def _lone_scene(things):
+    sc = sample_scene(np.random.default_rng(0), "source")
+    sc = copy.copy(sc)
+    sc.buildings, sc.things = [], things
+    return sc
+
+
+def _car(X, Z, view="rear"):
+    rng = np.random.default_rng(1)
+    from darknet_kd.data.drivesim.scene import STYLES, _vehicle
+    return _vehicle(rng, STYLES["source"], "car", X, Z, view)
+
+
+def _changed_box(a, b):
+    """Bounding box (x0, y0, x1, y1) of the pixels where two albedo layers differ."""
+    ys, xs = np.nonzero((a != b).any(-1))
+    return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+
+
+def test_boxes_are_the_visible_extent():
+    W = H = 256
+    car = _car(0.3, 12.0)
+    empty = rasterize(_lone_scene([]), W, H)
+    alone = rasterize(_lone_scene([car]), W, H)
+    assert alone.labels.shape == (1, 5) and alone.labels[0, 0] == CLASSES.index("car")
+    assert tuple(alone.boxes[0]) == _changed_box(empty.albedo, alone.albedo)
+    x0, y0, x1, y1 = alone.boxes[0]
+    assert np.allclose(alone.labels[0, 1:], [(x0 + x1) / 2 / W, (y0 + y1) / 2 / H, (x1 - x0) / W, (y1 - y0) / H])
+    # a nearer truck hides the car's left part: the car's box shrinks to what is visible
+    truck = copy.deepcopy(_car(-1.3, 8.0))
+    truck.kind, truck.cls = "truck", CLASSES.index("truck")
+    truck.p.update(w=2.4, h=3.5, cab=(200, 200, 200), length=8.0)
+    front = rasterize(_lone_scene([truck]), W, H)
+    both = rasterize(_lone_scene([car, truck]), W, H)
+    car_row = both.labels[both.labels[:, 0] == CLASSES.index("car")]
+    assert len(car_row) == 1
+    box = both.boxes[list(both.labels[:, 0]).index(CLASSES.index("car"))]
+    vis = (both.ids >= 3) & (front.ids < 3)                     # pixels the car owns in the pair
+    ys, xs = np.nonzero(vis)
+    assert tuple(box) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    assert box[0] > x0 and box[2] == x1                         # cut on the left only
+    assert MIN_VISIBLE <= both.visible[list(both.labels[:, 0]).index(CLASSES.index("car"))] < 0.95
+    # straight behind the truck: hidden beyond MIN_VISIBLE -> dropped, and counted
+    hidden = rasterize(_lone_scene([_car(-1.3, 12.0), truck]), W, H)
+    assert list(hidden.labels[:, 0]) == [CLASSES.index("truck")] and hidden.dropped == 1
+
+
+def test_not_a_global_colour_transform():
+    """No per-channel function of the day value (a per-image LUT, fitted here) explains
+    the night image; fog and rain depend on depth and local effects too."""
+    def r2_best_lut(src, dst):
+        r = []
+        for c in range(3):
+            s, d = src[..., c].ravel().astype(np.int64), dst[..., c].ravel().astype(np.float64)
+            pred = (np.bincount(s, d, 256) / np.maximum(np.bincount(s, minlength=256), 1))[s]
+            r.append(1 - ((d - pred) ** 2).sum() / ((d - d.mean()) ** 2).sum())
+        return float(np.mean(r))
+    scores = {d: [] for d in DOMAINS[1:]}
+    for i in range(4):
+        imgs, _ = render_scene(2, 1, i, "source", 128)
+        for d in scores:
+            scores[d].append(r2_best_lut(imgs["day"], imgs[d]))
+    assert np.mean(scores["night"]) < 0.6, scores
+    assert np.mean(scores["fog"]) < 0.95 and np.mean(scores["rain"]) < 0.95, scores
+    # night is darker than day in every scene
+    for i in range(4):
+        imgs, _ = render_scene(2, 1, i, "source", 128, domains=("day", "night"))
+        assert imgs["night"].mean() < 0.75 * imgs["day"].mean()
+
+
+def test_every_class_in_the_cpu_preset():
+    """The cpu preset's class statistics, from labels computed without rendering images
+    (the first scenes of its source and target training splits)."""
+    size = PRESETS["cpu"].size
+    for block, style in (("source", "source"), ("night", "target")):
+        code = split_code(block, "train")
+        counts = np.zeros(len(CLASSES), int)
+        for i in range(80):
+            lab = scene_labels(0, code, i, style, size)
+            counts += np.bincount(lab[:, 0].astype(int), minlength=len(CLASSES))
+        assert (counts > 0).all(), dict(zip(CLASSES, counts))
+        assert counts[CLASSES.index("car")] == counts.max()       # cars dominate, as in BDD100K
+
+
+def test_cli_and_errors(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["drivesim", str(out), "--preset", "smoke", "--seed", "1", "--workers", "1", "--size", "96"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["size"] == [96, 96] and m["target_domains"] == ["night"] and m["classes"] == list(CLASSES)
+    assert "wrote" in capsys.readouterr().out
+    assert cv2.imread(str(next((out / "source" / "train" / "JPEGImages").glob("*.jpg")))).shape == (96, 96, 3)
+    # existing experiment without --overwrite; a foreign folder; bad arguments
+    assert main(["drivesim", str(out), "--preset", "smoke"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    assert main(["drivesim", str(foreign), "--preset", "smoke"]) == 2
+    assert (foreign / "keep.txt").read_text() == "mine"
+    assert main(["drivesim", str(tmp_path / "x"), "--target", "day"]) == 2
+    assert main(["drivesim", str(tmp_path / "x"), "--target-frac", "1.5"]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err
+    with pytest.raises(DataError, match="multiple of 32"):
+        generate(tmp_path / "y", "smoke", size=100)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    # --overwrite replaces the experiment (and leaves no partial folder)
+    assert main(["drivesim", str(out), "--preset", "smoke", "--seed", "2", "--workers", "1", "--size", "64",
+                 "--overwrite"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 2
+    assert not list(tmp_path.glob(".*partial"))
