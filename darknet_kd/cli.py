@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "darknet_kd.train.trainer",
     "darknet_kd.train.distill",
     "darknet_kd.train.pseudo",
+    "darknet_kd.pipeline",
     "darknet_kd.train.adapt",
 ]
 

@@ -1,0 +1,123 @@
+"""`darknet-kd pipeline` (darknet_kd/pipeline.py): stages, rows, resume, table, errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from darknet_kd import cli
+from darknet_kd.data.darknet import write_list
+from darknet_kd.errors import DarknetKDError
+from darknet_kd.model import Darknet
+from darknet_kd.pipeline import Experiment, Pipeline, format_markdown, gap_recovered
+
+from synthetic import TINY_CFG, make_rect_dataset, tiny_cfg
+
+
+def _experiment(tmp_path, rows="lower, upper, fitnet, pseudo_only, proposed, kd_only", extra=""):
+    src = make_rect_dataset(tmp_path / "src", n=6, seed=1)
+    tgt = make_rect_dataset(tmp_path / "tgt", n=6, seed=2)
+    tgt_imgs = sorted((tmp_path / "tgt" / "images").glob("*.png"))
+    write_list(tmp_path / "labelled.txt", tgt_imgs[:2])
+    write_list(tmp_path / "unlabelled.txt", tgt_imgs[2:])
+    s_cfg = tiny_cfg(tmp_path, max_batches=2)
+    t_cfg = tmp_path / "teacher.cfg"
+    t_cfg.write_text(TINY_CFG.replace("filters=32", "filters=48"))
+    torch.manual_seed(0)
+    Darknet.from_cfg(t_cfg).save_weights(tmp_path / "teacher.weights")
+    ini = tmp_path / "exp.ini"
+    ini.write_text(f"""[experiment]
+work = work
+seed = 0
+threads = 1
+workers = 0
+[data]
+drivesim = none
+source = {src}
+source_train = src/train.txt
+source_test = src/valid.txt
+labelled = labelled.txt
+unlabelled = unlabelled.txt
+unlabelled_truth = unlabelled.txt   ; the rectangles keep their labels beside them
+target_val = tgt/valid.txt
+target_test = tgt/valid.txt
+[gan]
+enabled = no
+[teacher]
+cfg = teacher.cfg
+weights = teacher.weights
+[student]
+cfg = {s_cfg}
+max_batches = 2
+rows = {rows}
+proposed_kd = auto
+{extra}
+""")
+    return ini
+
+
+def test_pipeline_runs_rows_and_resumes_without_work(tmp_path, capsys):
+    torch.set_num_threads(1)
+    ini = _experiment(tmp_path, rows="lower, upper, fitnet, pseudo_only, kd_only",
+                      extra="kd_weight.fitnet = 0.5")
+    res = Pipeline(Experiment.read(ini), progress=False).run()
+    work = tmp_path / "work"
+    assert res["ran"][0] == "pseudo"
+    trained = [s for s in res["ran"] if s.startswith("train:")]
+    assert trained == ["train:lower", "train:upper", "train:fitnet", "train:pseudo_only", "train:kd_only"]
+    rows = res["table"]["rows"]
+    assert rows["fitnet"]["kd"] == "fitnet" and rows["kd_only"]["kd"] == "fitnet"   # auto: the only KD row
+    assert rows["pseudo_only"]["data"] == "S+T+P" and rows["lower"]["kd"] == "none"
+    for r in rows.values():
+        assert set(r) >= {"source", "target", "all", "val"} and all(0 <= r[k] <= 1 for k in ("source", "all"))
+    # the pseudo-label stage wrote its audit and the training lists hold what each row says
+    audit = json.loads((work / "pseudo_audit.json").read_text())
+    assert audit["audit"]["images"] == 4 and 0 < audit["threshold"]["thresh"] < 1
+    pl_list = (work / "lists" / "pseudo_only.txt").read_text().split()
+    assert len(pl_list) == 6 + 2 + 4
+    assert len((work / "lists" / "lower.txt").read_text().split()) == 8
+    assert len((work / "lists" / "upper.txt").read_text().split()) == 6 + 2 + 4
+    summary = json.loads((work / "stages" / "train-fitnet.json").read_text())
+    assert summary["kd"] == "fitnet" and summary["summary"]["iterations"] == 2
+    md = (work / "table.md").read_text()
+    assert "| FitNets |" in md and "ablation: KD only" in md and "darknet-kd pipeline" in md
+    # a second run with every output present does no work
+    before = {p: p.stat().st_mtime_ns for p in work.rglob("*.weights")}
+    again = Pipeline(Experiment.read(ini), progress=False).run()
+    assert again["ran"] == []
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("*.weights")} == before
+    assert again["table"]["rows"] == rows
+    # a lost output (here: one student's weights) re-runs that stage only
+    (work / "students" / "lower" / "tiny_final.weights").unlink()
+    third = Pipeline(Experiment.read(ini), progress=False).run()
+    assert third["ran"] == ["train:lower", "eval:lower"] or third["ran"] == ["train:lower"]
+
+
+def test_pipeline_cli_and_errors(tmp_path, capsys):
+    ini = _experiment(tmp_path, rows="lower")
+    assert cli.main(["pipeline", str(ini), "--quiet"]) == 0
+    assert "table:" in capsys.readouterr().out
+    bad = tmp_path / "bad.ini"
+    bad.write_text(ini.read_text().replace("rows = lower", "rows = lower, magic"))
+    with pytest.raises(DarknetKDError, match=r"bad.ini:\d+: unknown rows \['magic'\]"):
+        Experiment.read(bad) and Pipeline(Experiment.read(bad))
+    bad.write_text(ini.read_text() + "colour = blue\n")
+    with pytest.raises(DarknetKDError, match="unknown key 'colour'"):
+        Experiment.read(bad)
+    bad.write_text(ini.read_text().replace("rows = lower", "rows = lower, proposed"))
+    with pytest.raises(DarknetKDError, match="needs at least one of the KD rows|needs the GAN"):
+        Pipeline(Experiment.read(bad), progress=False).run()
+    bad.write_text(ini.read_text().replace("labelled = labelled.txt", "labelled = nowhere.txt"))
+    with pytest.raises(DarknetKDError, match="nowhere.txt: no such file"):
+        Pipeline(Experiment.read(bad), progress=False).run()
+
+
+def test_gap_and_markdown():
+    assert gap_recovered(60.2, 51.8, 62.8) == pytest.approx(0.7636, abs=1e-4)   # the paper's 76 %
+    rows = {"lower": {"source": [0.4, 0.5], "target": [0.5, 0.6], "all": [0.45, 0.55], "val": [0.5, 0.6]},
+            "upper": {"source": [0.6, 0.6], "target": [0.8, 0.8], "all": [0.7, 0.7], "val": [0.8, 0.8]},
+            "crosskd": {"source": [0.5, 0.5], "target": [0.7, 0.7], "all": [0.6, 0.6], "val": [0.7, 0.7]}}
+    md = format_markdown(rows, "2 seeds")
+    assert "| Lower baseline (labelled target share) | 45.0 ± 7.1 | 55.0 ± 7.1 | 50.0 ± 7.1 |" in md
+    assert "| CrossKD | 50.0 ± 0.0 | 70.0 ± 0.0 | 60.0 ± 0.0 | 70.0 ± 0.0 | 50 % | 60 % |" in md
