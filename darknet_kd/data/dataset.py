@@ -62,6 +62,14 @@ from tqdm import tqdm
 from ..errors import CfgError, DataError
 from .darknet import DataConfig, label_path, read_labels
 
+# OpenCV's thread pool does not survive fork(): a DataLoader worker forked after the parent
+# ran cv2.resize can block forever on the pool's lock (seen here: 1 hang in ~5 loaders).
+# As YOLOv5 does, OpenCV runs single-threaded in processes that import the loaders; the
+# parallelism is the worker processes.
+cv2.setNumThreads(0)
+#: multiprocessing start method of the loaders' workers (None: the platform default, fork on Linux)
+WORKER_CONTEXT = None
+
 __all__ = ["AugmentOptions", "TrainDataset", "EvalDataset", "DarknetBatchSampler", "collate", "load_image",
            "load_all_labels", "augment", "letterbox", "letterbox_size", "to_original_boxes", "multiscale_size",
            "rand_scale", "train_loader", "eval_loader", "worker_init_fn", "WORKER_CONTEXT"]
@@ -469,16 +477,10 @@ class DarknetBatchSampler(Sampler):
             yield [(int(i), w, h, int(seeds[i])) for i in idx]
 
 
-#: Worker processes are spawned, not forked: a fork taken while OpenCV's or OpenMP's
-#: thread pools are in use in the parent can leave a worker blocked on a lock forever
-#: (seen here with cv2.resize before the loader started).
-WORKER_CONTEXT = "spawn"
-
-
 def worker_init_fn(worker_id: int):
     """Per-worker setup: one OpenCV/torch thread (the samples are the parallel unit) and
     seeds derived from torch's per-worker seed, so any other randomness is reproducible."""
-    cv2.setNumThreads(1)
+    cv2.setNumThreads(0)
     torch.set_num_threads(1)
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
