@@ -6,7 +6,8 @@ the package sources and ``libdkd.so`` (the C API) in ``darknet_kd/lib/``.
 
 Environment knobs:
   DKD_CUDA=0          build without CUDA even when nvcc is found (default: CUDA if nvcc)
-  DKD_BUILD_DIR=path  CMake build folder (default: build/cmake; incremental rebuilds)
+  DKD_BUILD_DIR=path  CMake build folder (default: build/cmake; incremental rebuilds); the
+                      build leaves _C in <dir>/python and libdkd in <dir>/python/lib
   DKD_BUILD_TYPE=...  CMake build type (default Release)
   DKD_CMAKE_ARGS="-D..."  extra CMake arguments
 """
@@ -50,7 +51,6 @@ class CMakeBuild(build_ext):
         if cmake is None:
             raise RuntimeError("darknet-kd needs CMake >= 3.24 to build its C++ core (pip install cmake)")
         args = [
-            f"-DDKD_PYTHON_OUTPUT_DIR={extdir}",
             f"-DPython_EXECUTABLE={sys.executable}",
             f"-DCMAKE_BUILD_TYPE={os.environ.get('DKD_BUILD_TYPE', 'Release')}",
         ]
@@ -68,6 +68,12 @@ class CMakeBuild(build_ext):
         subprocess.run([cmake, "-S", ext.sourcedir, "-B", str(build_dir), *args], check=True)
         jobs = str(os.cpu_count() or 2)
         subprocess.run([cmake, "--build", str(build_dir), "--parallel", jobs], check=True)
+        # CMake leaves _C in <build>/python and libdkd in <build>/python/lib (stable paths for
+        # ctest and `make asan-test`); copy both where setuptools expects the extension.
+        built = build_dir / "python"
+        (extdir / "lib").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(built / Path(self.get_ext_filename(ext.name)).name, self.get_ext_fullpath(ext.name))
+        shutil.copy2(built / "lib" / "libdkd.so", extdir / "lib" / "libdkd.so")
 
     # libdkd.so is built beside _C (in <ext dir>/lib); setuptools only knows about _C, so
     # these make it travel with _C: into the source tree (editable) or the wheel.

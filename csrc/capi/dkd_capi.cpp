@@ -2,6 +2,7 @@
 // records the message for dkd_last_error() (per thread) and returns a dkd_status.
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <new>
 #include <string>
 
@@ -47,6 +48,9 @@ int guarded(F&& f) {
 
 }  // namespace
 
+// For the other C API sources (csrc/engine/capi.cpp): the same guard and last-error slot.
+int dkd::capi_guard(const std::function<void()>& f) { return guarded(f); }
+
 extern "C" {
 
 int dkd_version(void) { return DKD_VERSION_MAJOR * 10000 + DKD_VERSION_MINOR * 100 + DKD_VERSION_PATCH; }
@@ -66,6 +70,9 @@ const char* dkd_status_name(int status) {
         case DKD_ERR_CUDA: return "DKD_ERR_CUDA";
         case DKD_ERR_ALLOC: return "DKD_ERR_ALLOC";
         case DKD_ERR_INTERNAL: return "DKD_ERR_INTERNAL";
+        case DKD_ERR_CFG: return "DKD_ERR_CFG";
+        case DKD_ERR_WEIGHTS: return "DKD_ERR_WEIGHTS";
+        case DKD_ERR_IO: return "DKD_ERR_IO";
         default: return "DKD_UNKNOWN_STATUS";
     }
 }

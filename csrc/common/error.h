@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
@@ -62,5 +63,9 @@ inline void check_device(int device, const char* op) {
         fail(DKD_ERR_DEVICE, op, ": this libdkd was built without CUDA (configure with nvcc and -DDKD_CUDA=ON)");
 #endif
 }
+
+// Runs f for a C API entry point: catches every exception into a dkd_status and the
+// per-thread dkd_last_error() message (defined in capi/dkd_capi.cpp).
+int capi_guard(const std::function<void()>& f);
 
 }  // namespace dkd

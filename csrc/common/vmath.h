@@ -22,16 +22,16 @@ static inline int32_t float_to_bits(float f) {
     return i;
 }
 
-// e^x; 0 below -87.3 (no subnormals), e^88.7 above 88.7, NaN stays NaN.
+// e^x; 0 below -87.3 (no subnormals), e^88 above 88, NaN stays NaN.
 static inline float exp(float x) {
-    const float hi = 88.3762626647949f, lo = -87.3365447505531f;
+    const float hi = 88.0f, lo = -87.3365447505531f;
     float xc = x > hi ? hi : x;
     xc = xc < lo ? lo : xc;
-    // n = round(x / ln2)
-    float fx = xc * 1.44269504088896341f;
-    fx = fx >= 0.f ? fx + 0.5f : fx - 0.5f;
-    int32_t n = static_cast<int32_t>(fx);
-    float fn = static_cast<float>(n);
+    // n = round(x / ln2) by the 1.5*2^23 shifter (round-to-nearest, no branch)
+    const float shifter = 12582912.0f;
+    float kd = xc * 1.44269504088896341f + shifter;
+    int32_t n = float_to_bits(kd) - float_to_bits(shifter);
+    float fn = kd - shifter;
     float r = xc - fn * 0.693359375f;
     r = r - fn * -2.12194440e-4f;
     float r2 = r * r;

@@ -1,6 +1,7 @@
 // C++ tests of libdkd through its C API (run by ctest, and under ASan/UBSan by
 // `make asan-test`).  Small hand-checked cases plus invariants; the Python tests compare
 // against references on random and adversarial inputs.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -9,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/vmath.h"
 #include "dkd/dkd.h"
 
 static int g_failures = 0;
@@ -339,7 +341,33 @@ static void test_kd_loss() {
                  DKD_ERR_SIZE);
 }
 
+// The vectorizable exp/log (header-only) against libm.
+static void test_vmath() {
+    double worst_exp = 0, worst_log = 0, worst_log1p = 0;
+    for (int i = 0; i <= 200000; ++i) {
+        float x = -87.0f + 175.0f * i / 200000.0f;
+        double want = std::exp(static_cast<double>(x));
+        worst_exp = std::max(worst_exp, std::fabs(dkd::vm::exp(x) - want) / want);
+        float y = std::ldexp(1.0f + i / 200000.0f, (i % 200) - 100);
+        worst_log = std::max(worst_log, std::fabs(dkd::vm::log(y) - std::log(static_cast<double>(y))) /
+                                            std::max(1.0, std::fabs(std::log(static_cast<double>(y)))));
+        float z = std::ldexp(1.0f + i / 200000.0f, -(i % 40));
+        double l1p = std::log1p(static_cast<double>(z));
+        worst_log1p = std::max(worst_log1p, std::fabs(dkd::vm::log1p(z) - l1p) / l1p);
+    }
+    CHECK(worst_exp < 3e-7);
+    CHECK(worst_log < 3e-7);
+    CHECK(worst_log1p < 5e-7);
+    CHECK(dkd::vm::exp(-100.f) == 0.f);
+    CHECK(std::isnan(dkd::vm::exp(NAN)));
+    CHECK(std::isfinite(dkd::vm::exp(1000.f)));
+    CHECK(dkd::vm::log(0.f) == -INFINITY);
+    CHECK(std::isnan(dkd::vm::log(-1.f)));
+    std::printf("vmath: exp rel err %.2e, log %.2e, log1p %.2e\n", worst_exp, worst_log, worst_log1p);
+}
+
 int main() {
+    test_vmath();
     test_version_and_errors();
     test_nms_basic();
     test_nms_diou();

@@ -9,9 +9,7 @@
  * CUDA device memory for DKD_DEVICE_CUDA; `stream` is a cudaStream_t or NULL for the
  * legacy default stream).  Scalar outputs documented as "host" are always host memory.
  *
- * Room is left for the inference engine (csrc/engine/, issue #7): dkd_net_* functions
- * will be declared in this header under their own section; DKD_API_VERSION grows when
- * they arrive, existing signatures do not change.
+ * The inference engine (csrc/engine/) is the dkd_net_* section (API version 2).
  */
 #ifndef DKD_DKD_H
 #define DKD_DKD_H
@@ -33,7 +31,7 @@ extern "C" {
 #define DKD_VERSION_MINOR 1
 #define DKD_VERSION_PATCH 0
 /* Bumped whenever a function is added; a caller compiled against API n runs with >= n. */
-#define DKD_API_VERSION 1
+#define DKD_API_VERSION 2
 
 /* ---- status ---------------------------------------------------------------------- */
 typedef enum dkd_status {
@@ -44,7 +42,10 @@ typedef enum dkd_status {
     DKD_ERR_DEVICE = 4,      /* the device is unknown, or CUDA is not compiled in / present */
     DKD_ERR_CUDA = 5,        /* a CUDA runtime call failed */
     DKD_ERR_ALLOC = 6,       /* out of memory */
-    DKD_ERR_INTERNAL = 7     /* a bug: please report */
+    DKD_ERR_INTERNAL = 7,    /* a bug: please report */
+    DKD_ERR_CFG = 8,         /* a .cfg that cannot be built: "path:line: message" */
+    DKD_ERR_WEIGHTS = 9,     /* a .weights that does not fit its .cfg: "path (byte N): message" */
+    DKD_ERR_IO = 10          /* a file that cannot be read, decoded or written (images, outputs) */
 } dkd_status;
 
 typedef enum dkd_device { DKD_DEVICE_CPU = 0, DKD_DEVICE_CUDA = 1 } dkd_device;
@@ -128,6 +129,73 @@ DKD_API int dkd_kd_loss(const void* student, const void* teacher, const void* we
                         const uint8_t* mask, int64_t outer, int64_t k, int64_t inner, int kind,
                         double temperature, double beta, int dtype, void* loss, void* grad,
                         int device, void* stream);
+
+/* ---- inference engine (csrc/engine/, API version 2) ------------------------------- */
+/* A Darknet network (.cfg + .weights) compiled for inference: the same layers, defaults and
+ * error messages as the Python model (darknet_kd.model).  A dkd_net is not thread-safe:
+ * use one per thread (they may share nothing but the read-only files). */
+typedef struct dkd_net dkd_net;
+
+typedef enum dkd_precision {
+    DKD_PRECISION_FP32 = 0,
+    DKD_PRECISION_BF16 = 1   /* convolutions in bfloat16 (AVX512-BF16/AMX); falls back to
+                                fp32 where the CPU has neither, see dkd_net_desc.precision */
+} dkd_precision;
+
+typedef struct dkd_net_desc {
+    int32_t width, height, channels;  /* network input */
+    int32_t classes;
+    int64_t rows;        /* decoded rows per image: sum over [yolo] layers of anchors*H*W */
+    int32_t precision;   /* the dkd_precision in use */
+    int32_t device;
+    int32_t num_layers;
+    int32_t num_yolo;
+    int32_t letter_box;  /* the cfg's [net] letter_box */
+    int32_t threads;     /* CPU threads a forward uses */
+    double bflops;       /* Darknet's "Total BFLOPS" */
+    int64_t parameters;  /* learnable parameters (as the PyTorch model counts them) */
+} dkd_net_desc;
+
+typedef struct dkd_detection {
+    float x, y, w, h;    /* box centre and size relative to the original image */
+    float prob;          /* objectness * class probability (> thresh) */
+    int32_t class_id;
+    int32_t box;         /* index of the NMS survivor (a box may be reported for several classes) */
+} dkd_detection;
+
+/* Parses cfg_path and, if weights_path is not NULL, loads it (a cfg error is DKD_ERR_CFG with
+ * "path:line: message", a weights error DKD_ERR_WEIGHTS with "path (byte N): message").
+ * width/height 0 keep the cfg's [net] size.  *net is NULL on failure. */
+DKD_API int dkd_net_load(const char* cfg_path, const char* weights_path, int32_t width, int32_t height,
+                         int precision, int device, dkd_net** net);
+DKD_API int dkd_net_free(dkd_net* net);  /* NULL is fine */
+DKD_API int dkd_net_describe(const dkd_net* net, dkd_net_desc* desc);
+/* CPU threads for this net's forward passes (0: DKD_NUM_THREADS, else all cores). */
+DKD_API int dkd_net_set_threads(dkd_net* net, int threads);
+/* input [batch][channels][height][width] float (host), RGB in [0, 1];
+ * output [batch][rows][5+classes] float (host): cx, cy, w, h relative to the network input,
+ * objectness, class probabilities (not multiplied by objectness); rows in (yolo layer,
+ * anchor, row, col) order — the PyTorch model's eval-mode output.  output may be NULL (the
+ * raw heads stay readable through dkd_net_head). */
+DKD_API int dkd_net_forward(dkd_net* net, const float* input, int64_t batch, float* output);
+/* After a forward: [yolo] layer i's input as float [batch][A*(5+C)][H][W] (host memory owned
+ * by the net, valid until the next forward); shape[4] out. */
+DKD_API int dkd_net_head(dkd_net* net, int32_t i, const float** data, int64_t* shape);
+/* Darknet's detector test on one RGB 8-bit image (height x width x 3, rows `stride` bytes
+ * apart): stretch (letterbox 0) or letterbox (1; -1: the cfg's [net] letter_box) resize as
+ * OpenCV's INTER_LINEAR, forward, decode with objectness > thresh, per-class NMS (the last
+ * [yolo] layer's nms_kind), detections with prob > thresh sorted by prob descending.
+ * At most `capacity` are written; *count is the total. */
+DKD_API int dkd_net_detect(dkd_net* net, const uint8_t* rgb, int32_t width, int32_t height, int64_t stride,
+                           float thresh, float nms_thresh, int letterbox, dkd_detection* dets, int64_t capacity,
+                           int64_t* count);
+/* Text about the net: what = DKD_NET_TEXT_LAYERS (Darknet's layer table and "Total BFLOPS"),
+ * DKD_NET_TEXT_WARNINGS (unused/duplicate cfg fields, partial weights; one per line).
+ * Writes at most cap bytes including the NUL; *len (if not NULL) is the full length. */
+typedef enum dkd_net_text_kind { DKD_NET_TEXT_LAYERS = 0, DKD_NET_TEXT_WARNINGS = 1 } dkd_net_text_kind;
+DKD_API int dkd_net_text(const dkd_net* net, int what, char* buf, size_t cap, size_t* len);
+/* 1 when this CPU runs the bf16 kernels (AVX512-BF16 or AMX), else 0. */
+DKD_API int dkd_cpu_has_bf16(void);
 
 #ifdef __cplusplus
 }

@@ -39,15 +39,16 @@ inline T location_weight(const KdLossArgs& a, int64_t j) {
     return w;
 }
 
-// KL over L consecutive locations; logit k of lane l at s[k*ks + l].
-template <typename T, int L>
+// KL over L consecutive locations; logit k of lane l at s[k*ks + l].  G: write the
+// gradient to g (a template flag, so the loops have no branches and vectorize).
+template <typename T, int L, bool G>
 double kl_tile(const T* __restrict s, const T* __restrict t, T* __restrict g, int64_t K, int64_t ks,
                const T* w, T temp) {
     const T inv = T(1) / temp;
     bool any = false;
     for (int l = 0; l < L; ++l) any |= w[l] != T(0);
     if (!any) {
-        if (g)
+        if (G)
             for (int64_t k = 0; k < K; ++k)
                 for (int l = 0; l < L; ++l) g[k * ks + l] = T(0);
         return 0.0;
@@ -69,7 +70,7 @@ double kl_tile(const T* __restrict s, const T* __restrict t, T* __restrict g, in
         mt[l] *= inv;
     }
     std::vector<T>& et_buf = scratch<T>();
-    if (g && static_cast<int64_t>(et_buf.size()) < K * L) et_buf.resize(K * L);
+    if (G && static_cast<int64_t>(et_buf.size()) < K * L) et_buf.resize(K * L);
     T* __restrict et_all = et_buf.data();
     for (int64_t k = 0; k < K; ++k)
         for (int l = 0; l < L; ++l) {
@@ -78,7 +79,7 @@ double kl_tile(const T* __restrict s, const T* __restrict t, T* __restrict g, in
             zs[l] += es;
             zt[l] += et;
             acc[l] += et * (tv - sv);
-            if (g) {
+            if (G) {
                 g[k * ks + l] = es;
                 et_all[k * L + l] = et;
             }
@@ -92,7 +93,7 @@ double kl_tile(const T* __restrict s, const T* __restrict t, T* __restrict g, in
         cs[l] = w[l] * temp / zs[l];
         ct[l] = w[l] * temp / zt[l];
     }
-    if (g)
+    if (G)
         for (int64_t k = 0; k < K; ++k)
             for (int l = 0; l < L; ++l) {
                 T v = cs[l] * g[k * ks + l] - ct[l] * et_all[k * L + l];
@@ -103,11 +104,11 @@ double kl_tile(const T* __restrict s, const T* __restrict t, T* __restrict g, in
 
 // KL over one location whose K logits are contiguous; vectorized over k with L partial
 // accumulators (fixed order: deterministic).
-template <typename T>
+template <typename T, bool G>
 double kl_row(const T* __restrict s, const T* __restrict t, T* __restrict g, int64_t K, T w, T temp) {
     constexpr int L = 16;
     if (w == T(0)) {
-        if (g) std::fill(g, g + K, T(0));
+        if (G) std::fill(g, g + K, T(0));
         return 0.0;
     }
     const T inv = T(1) / temp;
@@ -130,7 +131,7 @@ double kl_row(const T* __restrict s, const T* __restrict t, T* __restrict g, int
     ms *= inv;
     mt *= inv;
     std::vector<T>& et_buf = scratch<T>();
-    if (g && static_cast<int64_t>(et_buf.size()) < K) et_buf.resize(K);
+    if (G && static_cast<int64_t>(et_buf.size()) < K) et_buf.resize(K);
     T* __restrict et_all = et_buf.data();
     T zs_l[L] = {}, zt_l[L] = {}, acc_l[L] = {};
     int64_t k = 0;
@@ -140,7 +141,7 @@ double kl_row(const T* __restrict s, const T* __restrict t, T* __restrict g, int
         zs_l[l] += es;
         zt_l[l] += et;
         acc_l[l] += et * (tv - sv);
-        if (g) {
+        if (G) {
             g[kk] = es;
             et_all[kk] = et;
         }
@@ -151,35 +152,38 @@ double kl_row(const T* __restrict s, const T* __restrict t, T* __restrict g, int
     T zs = 0, zt = 0, acc = 0;
     for (int l = 0; l < L; ++l) zs += zs_l[l], zt += zt_l[l], acc += acc_l[l];
     T kl = acc / zt + (ms + vm::log(zs)) - (mt + vm::log(zt));
-    if (g) {
+    if (G) {
         T cs = w * temp / zs, ct = w * temp / zt;
         for (int64_t kk = 0; kk < K; ++kk) g[kk] = cs * g[kk] - ct * et_all[kk];
     }
     return static_cast<double>(w * temp * temp * kl);
 }
 
-// QFL over n contiguous elements; element e has weight w[e * wstep] (wstep 0: one weight).
-template <typename T, int WSTEP>
+// QFL over n contiguous elements; element e has weight w[e * WSTEP] (0: one weight).
+// B1: beta == 1 (|d|^beta = |d|, no exp/log).
+template <typename T, int WSTEP, bool G, bool B1>
 double qfl_span(const T* __restrict s, const T* __restrict t, T* __restrict g, int64_t n, const T* __restrict w,
                 T beta) {
-    const bool beta_one = beta == T(1);
     T acc[16] = {};
     int64_t e = 0;
     auto body = [&](int64_t i, int l) {
         T wv = w[i * WSTEP];
         T sv = s[i], tv = t[i];
-        T y = T(1) / (T(1) + vm::exp(-tv));
-        T en = vm::exp(-(sv < T(0) ? -sv : sv));  // exp(-|s|)
+        // sigmoid through exp(-|x|) (no overflow); the same formula for y and q, so s = t
+        // gives d = 0 exactly.
+        T et = vm::exp(-(tv < T(0) ? -tv : tv));
+        T y = tv >= T(0) ? T(1) / (T(1) + et) : et / (T(1) + et);
+        T en = vm::exp(-(sv < T(0) ? -sv : sv));
         T q = sv >= T(0) ? T(1) / (T(1) + en) : en / (T(1) + en);
         T bce = (sv > T(0) ? sv : T(0)) - sv * y + vm::log1p(en);
         T d = q - y;
         T ad = d < T(0) ? -d : d;
-        T f = beta_one ? ad : (ad > T(0) ? vm::exp(beta * vm::log(ad)) : T(0));
+        T f = B1 ? ad : (ad > T(0) ? vm::exp(beta * vm::log(ad)) : T(0));
         T v = wv * bce * f;
         T gr = wv * (d * f + (ad > T(0) ? bce * beta * (f / d) * q * (T(1) - q) : T(0)));
         bool on = wv != T(0);
         acc[l] += on ? v : T(0);
-        if (g) g[i] = on ? gr : T(0);
+        if (G) g[i] = on ? gr : T(0);
     };
     for (; e + 16 <= n; e += 16)
         for (int l = 0; l < 16; ++l) body(e + l, l);
@@ -189,8 +193,8 @@ double qfl_span(const T* __restrict s, const T* __restrict t, T* __restrict g, i
     return total;
 }
 
-template <typename T>
-double unit(const KdLossArgs& a, const KdPlan& p, int64_t u) {
+template <typename T, bool G, bool B1>
+double unit_impl(const KdLossArgs& a, const KdPlan& p, int64_t u) {
     const T* s = static_cast<const T*>(a.student);
     const T* t = static_cast<const T*>(a.teacher);
     T* g = static_cast<T*>(a.grad);
@@ -201,13 +205,13 @@ double unit(const KdLossArgs& a, const KdPlan& p, int64_t u) {
         int64_t r0 = u * kKdRows, r1 = std::min(a.outer, r0 + kKdRows);
         for (int64_t r = r0; r < r1; ++r) {
             T w = location_weight<T>(a, r);
-            T* gr = g ? g + r * K : nullptr;
+            T* gr = G ? g + r * K : nullptr;
             if (a.kind == DKD_KD_KL) {
-                total += kl_row<T>(s + r * K, t + r * K, gr, K, w, temp);
+                total += kl_row<T, G>(s + r * K, t + r * K, gr, K, w, temp);
             } else if (w == T(0)) {
-                if (gr) std::fill(gr, gr + K, T(0));
+                if (G) std::fill(gr, gr + K, T(0));
             } else {
-                total += qfl_span<T, 0>(s + r * K, t + r * K, gr, K, &w, beta);
+                total += qfl_span<T, 0, G, B1>(s + r * K, t + r * K, gr, K, &w, beta);
             }
         }
         return total;
@@ -218,11 +222,10 @@ double unit(const KdLossArgs& a, const KdPlan& p, int64_t u) {
         const int64_t i0 = tile * kKdTile, n = std::min<int64_t>(kKdTile, I - i0);
         T w[kKdTile];
         for (int64_t l = 0; l < n; ++l) w[l] = location_weight<T>(a, o * I + i0 + l);
-        if (n == kKdTile)
-            return kl_tile<T, kKdTile>(s + base + i0, t + base + i0, g ? g + base + i0 : nullptr, K, I, w, temp);
+        const int64_t off = base + i0;
+        if (n == kKdTile) return kl_tile<T, kKdTile, G>(s + off, t + off, G ? g + off : nullptr, K, I, w, temp);
         for (int64_t l = 0; l < n; ++l)
-            total += kl_tile<T, 1>(s + base + i0 + l, t + base + i0 + l, g ? g + base + i0 + l : nullptr, K, I, &w[l],
-                                   temp);
+            total += kl_tile<T, 1, G>(s + off + l, t + off + l, G ? g + off + l : nullptr, K, I, &w[l], temp);
         return total;
     }
     const int64_t i0 = tile * kKdSpan, n = std::min<int64_t>(kKdSpan, I - i0);
@@ -235,12 +238,19 @@ double unit(const KdLossArgs& a, const KdPlan& p, int64_t u) {
     for (int64_t k = 0; k < K; ++k) {
         const int64_t off = base + k * I + i0;
         if (!any) {
-            if (g) std::fill(g + off, g + off + n, T(0));
+            if (G) std::fill(g + off, g + off + n, T(0));
             continue;
         }
-        total += qfl_span<T, 1>(s + off, t + off, g ? g + off : nullptr, n, w, beta);
+        total += qfl_span<T, 1, G, B1>(s + off, t + off, G ? g + off : nullptr, n, w, beta);
     }
     return total;
+}
+
+template <typename T>
+double unit(const KdLossArgs& a, const KdPlan& p, int64_t u) {
+    const bool g = a.grad != nullptr, b1 = a.kind == DKD_KD_QFL && a.beta == 1.0;
+    if (g) return b1 ? unit_impl<T, true, true>(a, p, u) : unit_impl<T, true, false>(a, p, u);
+    return b1 ? unit_impl<T, false, true>(a, p, u) : unit_impl<T, false, false>(a, p, u);
 }
 
 }  // namespace

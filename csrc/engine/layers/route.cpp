@@ -1,0 +1,93 @@
+// [route]: the outputs of `layers` (negative = relative) concatenated on channels; with
+// groups=G, group_id=g each input contributes its g-th channel slice (route_layer.c).
+// One input without groups is the same buffer (no copy); otherwise a oneDNN concat of the
+// inputs or of channel-slice views of them.  Validation as layers.py Route.
+#include "engine/layers/util.h"
+
+namespace dkd {
+namespace engine {
+namespace {
+
+class Route : public Layer {
+public:
+    std::vector<int> srcs;
+    int64_t groups = 1, group_id = 0;
+
+    std::string describe() const override {
+        std::string s;
+        for (size_t i = 0; i < srcs.size(); ++i) s += (i ? " " : "") + std::to_string(srcs[i]);
+        if (groups > 1) s += str(" ", group_id, "/", groups);
+        return s;
+    }
+    std::vector<int> sources() const override { return srcs; }
+
+    void plan_cpu(Plan& p) const override {
+        using namespace dnnl;
+        if (srcs.size() == 1 && groups == 1) {
+            p.set_output(index, p.output(srcs[0]));
+            return;
+        }
+        std::vector<md_t> mds;
+        std::vector<int> tids;
+        for (int s : srcs) {
+            int tid = p.output(s);
+            if (p.desc(tid).data_type() != p.act_dt()) {
+                md_t want = p.desc(tid);
+                tid = p.as(tid, md_t(want.dims(), p.act_dt(), tag::nchw));
+            }
+            if (groups > 1) {
+                memory::dims d = p.desc(tid).dims();
+                int64_t c = d[1] / groups;
+                memory::dims sub = {d[0], c, d[2], d[3]}, off = {0, c * group_id, 0, 0};
+                md_t view;
+                try {
+                    view = p.desc(tid).submemory_desc(sub, off);
+                } catch (const dnnl::error&) {  // a slice that cuts a channel block: go through nchw
+                    tid = p.as(tid, md_t(d, p.act_dt(), tag::nchw));
+                    view = p.desc(tid).submemory_desc(sub, off);
+                }
+                tid = p.add_view(tid, view);
+            }
+            mds.push_back(p.desc(tid));
+            tids.push_back(tid);
+        }
+        md_t dst_md = p.any(out, p.act_dt());
+        concat::primitive_desc pd(dst_md, 1, mds, p.eng, p.attr());
+        int dst = p.add_tensor(pd.dst_desc());
+        std::vector<std::pair<int, int>> args = {{DNNL_ARG_DST, dst}};
+        for (size_t i = 0; i < tids.size(); ++i) args.emplace_back(DNNL_ARG_MULTIPLE_SRC + (int)i, tids[i]);
+        p.add(concat(pd), pd.scratchpad_desc(), args);
+        p.set_output(index, dst);
+    }
+};
+
+}  // namespace
+
+std::unique_ptr<Layer> make_route(int index, const Shape& in, const Section& sec, const std::vector<Shape>& shapes) {
+    auto l = std::make_unique<Route>();
+    l->index = index, l->line = sec.line, l->kind = "route", l->in = in;
+    std::vector<int64_t> layers = sec.get_ints("layers");
+    if (layers.empty()) sec.error("[route] needs layers=", "layers");
+    for (int64_t r : layers) l->srcs.push_back(resolve_layer(sec, "layers", r, index));
+    l->groups = sec.get_int("groups", 1);
+    l->group_id = sec.get_int("group_id", 0);
+    sec.mark_used({"stopbackward"});
+    if (l->groups < 1 || !(0 <= l->group_id && l->group_id < l->groups))
+        sec.error(str("group_id=", l->group_id, " must lie in [0, groups=", l->groups, ")"), "group_id");
+    const Shape& first = shapes[l->srcs[0]];
+    int64_t c = 0;
+    for (int s : l->srcs) {
+        const Shape& sh = shapes[s];
+        if (sh.h != first.h || sh.w != first.w)
+            sec.error(str("route inputs differ in size: layer ", l->srcs[0], " is ", first.w, "x", first.h, ", layer ", s,
+                          " is ", sh.w, "x", sh.h),
+                      "layers");
+        if (sh.c % l->groups) sec.error(str("groups=", l->groups, " does not divide the ", sh.c, " channels of layer ", s), "groups");
+        c += sh.c / l->groups;
+    }
+    l->out = Shape{c, first.h, first.w};
+    return l;
+}
+
+}  // namespace engine
+}  // namespace dkd
