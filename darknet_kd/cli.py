@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "darknet_kd.data.convert",
     "darknet_kd.data.drivesim.cli",
     "darknet_kd.train.trainer",
+    "darknet_kd.detect",
     "darknet_kd.train.distill",
     "darknet_kd.train.pseudo",
     "darknet_kd.pipeline",
