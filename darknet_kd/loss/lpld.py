@@ -50,7 +50,7 @@ from ..errors import DarknetKDError
 
 __all__ = ["LpldOptions", "LplMining", "flatten_heads", "cell_log_probs", "decode_heads", "mine_hpl",
            "mine_lpl", "roi_mean_pool", "feature_weight", "lpld_kl", "hpl_targets", "default_feature_layer",
-           "check_feature_layer"]
+           "check_feature_layer", "teacher_pseudo_labels"]
 
 BG_EPS = 1e-9  # the published teacher background entry
 
@@ -263,3 +263,18 @@ def hpl_targets(hpl, net_hw) -> torch.Tensor:
     if not rows:
         return torch.zeros((0, 6))
     return torch.cat(rows).float()
+
+
+@torch.no_grad()
+def teacher_pseudo_labels(model, images: torch.Tensor, opts: LpldOptions = LpldOptions()):
+    """HPL and LPL of a batch of images (B, 3, H, W) for a model in eval mode: per image a
+    dict of ``hpl`` (boxes (n, 4) xywh relative to the input, classes (n,)) and ``lpl``
+    (boxes, argmax classes of the teacher's foreground distribution) -- what one
+    adaptation step mines, without augmentation (the pseudo-label audit)."""
+    decoded = model(images)
+    hpl = mine_hpl(model, decoded, opts.hpl_thresh)
+    out = []
+    for b, (boxes, cls) in enumerate(hpl):
+        idx = mine_lpl(decoded[b], boxes, opts).index
+        out.append({"hpl": (boxes, cls), "lpl": (decoded[b, idx, :4], decoded[b, idx, 5:].argmax(-1))})
+    return out

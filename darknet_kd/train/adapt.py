@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..data.darknet import label_path
 from ..data.dataset import AugmentOptions, DarknetBatchSampler, collate, worker_init_fn
@@ -223,6 +224,62 @@ class AdaptTrainer(Trainer):
         if self.rank == 0:
             atomic_write(self.backup / f"{self.stem}_summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
+
+
+# ---------------------------------------------------------------------------------- audit
+
+def audit_pseudo_labels(model, images, truths, opts: LpldOptions | None = None, iou: float = 0.5,
+                        batch_size: int = 8, workers: int = 0, device=None, progress: bool = True) -> dict:
+    """What a teacher's pseudo-labels hold, against labels the adaptation never sees (DriveSim's
+    ``D-unlabelled-audit`` list): images without augmentation, HPL and LPL mined as in one
+    adaptation step (:func:`darknet_kd.loss.lpld.teacher_pseudo_labels`).  A pseudo-label *hits*
+    a truth when their IoU ≥ ``iou`` and the classes agree (LPL: the teacher's argmax class).
+
+    Returns counts and ratios: ``truths``; ``hpl``, ``hpl_precision``, ``hpl_recall``;
+    ``lpl``, ``lpl_precision``; ``recovered`` = truths that no HPL hits but an LPL does (the
+    objects LPLD distils that the detection loss treats as background) and
+    ``recovered_share`` = recovered / truths missed by HPL."""
+    from ..data.dataset import EvalDataset, to_original_boxes
+    from ..box import pairwise_iou
+    from ..loss.lpld import teacher_pseudo_labels
+
+    opts = opts or LpldOptions()
+    net = model.net
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    ds = EvalDataset(images, model.num_classes, net.width, net.height, bool(net.letter_box), labels=truths)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate, num_workers=workers)
+    c = dict.fromkeys(("images", "truths", "hpl", "hpl_hits", "truths_hpl", "lpl", "lpl_hits", "recovered"), 0)
+    was_training = model.training
+    model.eval()
+    try:
+        for x, _, infos in tqdm(loader, desc="audit", unit="batch", disable=not progress):
+            net_h, net_w = x.shape[-2:]
+            for info, r in zip(infos, teacher_pseudo_labels(model, x.to(device), opts)):
+                ow, oh = info["orig_size"]
+                t = torch.as_tensor(info["labels"], dtype=torch.float32).reshape(-1, 5)
+
+                def hits(boxes, cls):
+                    boxes = to_original_boxes(boxes.float().cpu(), ow, oh, net_w, net_h, bool(net.letter_box))
+                    m = (pairwise_iou(t[:, 1:], boxes) >= iou) & (t[:, :1].long() == cls.cpu()[None, :])
+                    return m.any(1), m.any(0)
+
+                t_hpl, p_hpl = hits(*r["hpl"])
+                t_lpl, p_lpl = hits(*r["lpl"])
+                c["images"] += 1
+                c["truths"] += len(t)
+                c["hpl"] += len(p_hpl)
+                c["hpl_hits"] += int(p_hpl.sum())
+                c["truths_hpl"] += int(t_hpl.sum())
+                c["lpl"] += len(p_lpl)
+                c["lpl_hits"] += int(p_lpl.sum())
+                c["recovered"] += int((t_lpl & ~t_hpl).sum())
+    finally:
+        model.train(was_training)
+    ratio = lambda a, b: a / b if b else 0.0
+    c.update(hpl_precision=ratio(c["hpl_hits"], c["hpl"]), hpl_recall=ratio(c["truths_hpl"], c["truths"]),
+             lpl_precision=ratio(c["lpl_hits"], c["lpl"]),
+             recovered_share=ratio(c["recovered"], c["truths"] - c["truths_hpl"]))
+    return c
 
 
 # ---------------------------------------------------------------------------------- command
