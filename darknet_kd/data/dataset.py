@@ -231,13 +231,13 @@ def _crop_params(ow, oh, w, h, o: AugmentOptions, rng, mosaic_tile=None):
 
 
 def _hsv(img: np.ndarray, dhue: float, dsat: float, dexp: float) -> np.ndarray:
+    """Darknet's HSV jitter on uint8 RGB through one per-channel lookup table."""
     if dsat == 1 and dexp == 1 and dhue == 0:
         return img
-    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
-    h = (hsv[..., 0].astype(np.int16) + int(round(179 * dhue))) % 180
-    hsv[..., 0] = h.astype(np.uint8)
-    hsv[..., 1] = np.clip(np.rint(hsv[..., 1] * dsat), 0, 255).astype(np.uint8)
-    hsv[..., 2] = np.clip(np.rint(hsv[..., 2] * dexp), 0, 255).astype(np.uint8)
+    v = np.arange(256, dtype=np.float64)
+    lut = np.stack([(np.arange(256) + int(round(179 * dhue))) % 180,  # H wraps on OpenCV's 0..180 circle
+                    np.clip(np.rint(v * dsat), 0, 255), np.clip(np.rint(v * dexp), 0, 255)], 1)
+    hsv = cv2.LUT(cv2.cvtColor(img, cv2.COLOR_RGB2HSV), lut.astype(np.uint8).reshape(1, 256, 3))
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
@@ -263,7 +263,7 @@ def augment(img: np.ndarray, labels: np.ndarray, w: int, h: int, o: AugmentOptio
     if pleft == 0 and ptop == 0 and swidth == ow and sheight == oh:
         sized = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
     else:
-        mean = np.rint(img.reshape(-1, img.shape[2]).mean(0)).astype(np.uint8)
+        mean = np.rint(cv2.mean(img)[: img.shape[2]]).astype(np.uint8)  # cv::mean, as Darknet fills
         cropped = np.empty((sheight, swidth, img.shape[2]), np.uint8)
         cropped[:] = mean
         x0, y0 = max(0, pleft), max(0, ptop)
@@ -272,7 +272,7 @@ def augment(img: np.ndarray, labels: np.ndarray, w: int, h: int, o: AugmentOptio
             cropped[y0 - ptop:y1 - ptop, x0 - pleft:x1 - pleft] = img[y0:y1, x0:x1]
         sized = cv2.resize(cropped, (w, h), interpolation=cv2.INTER_LINEAR)
     if flip:
-        sized = np.ascontiguousarray(sized[:, ::-1])
+        sized = cv2.flip(sized, 1)
     sized = _hsv(sized, dhue, dsat, dexp)
 
     b = labels.astype(np.float64)
