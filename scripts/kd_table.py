@@ -1,0 +1,131 @@
+#!/usr/bin/env python
+"""The GAN + KD table on DriveSim: ``scripts/kd_table.py --preset cpu --seeds 3``.
+
+For each seed it writes ``OUT/seed<k>/experiment.ini`` from the preset below and runs
+``darknet-kd pipeline`` on it (DriveSim of that seed → GAN → translate → teacher →
+pseudo-labels → every student row and ablation; see darknet_kd/pipeline.py), then prints
+and writes ``OUT/kd_table.md`` and ``OUT/kd_table.json``: source / target / all mAP@0.5
+as mean ± std over the seeds, the share of the lower → upper gap each row recovers, the
+ordering check on the target split (lower < FitNets, FGD, LD < CrossKD < proposed <
+upper), and the command.  Every choice (pseudo-label threshold, the proposed row's KD
+loss) is made on the target *validation* split; test splits are only reported.
+
+A killed run resumes where it stopped (run the same command again).  Presets:
+
+* ``smoke`` — DriveSim smoke (128 px scenes), a few iterations per stage: checks the
+  plumbing in minutes; its numbers mean nothing.
+* ``cpu``   — DriveSim cpu (256 px, 2000 + 2000 scenes); budgeted for ≤ 2 h per seed on
+  2 cores (GAN 1500 iterations of the cpu GAN preset, teacher 600 and students 500
+  iterations of batch 16).
+* ``gpu``   — DriveSim gpu (416 px scenes, trained at the cfgs' 256), the published GAN
+  setting, longer schedules, on CUDA.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from darknet_kd.fileio import atomic_write  # noqa: E402
+from darknet_kd.pipeline import ALL_ROWS, Experiment, Pipeline, format_markdown  # noqa: E402
+
+PRESETS = {
+    "smoke": dict(drivesim="smoke", gan_preset="cpu", gan_iters=20, teacher=30, student=12, batch=4, device="cpu",
+                  ld_teacher_iters=5),
+    "cpu": dict(drivesim="cpu", gan_preset="cpu", gan_iters=1500, teacher=600, student=500, batch=16, device="cpu",
+                ld_teacher_iters=100),
+    "gpu": dict(drivesim="gpu", gan_preset="gpu", gan_iters=20000, teacher=6000, student=6000, batch=64,
+                device="cuda", ld_teacher_iters=500),
+}
+
+ORDER = [("lower", "fitnet"), ("lower", "fgd"), ("lower", "ld"), ("fitnet", "crosskd"), ("fgd", "crosskd"),
+         ("ld", "crosskd"), ("crosskd", "proposed"), ("proposed", "upper")]
+
+
+def experiment_text(p: dict, seed: int, work: Path, threads: int, rows) -> str:
+    return f"""[experiment]
+work = {work}
+seed = {seed}
+threads = {threads}
+device = {p['device']}
+workers = 2
+[data]
+drivesim = {p['drivesim']}
+target = night
+[gan]
+preset = {p['gan_preset']}
+iters = {p['gan_iters']}
+[teacher]
+cfg = {ROOT / 'cfg' / 'yolov4-tiny-3l-teacher-drivesim.cfg'}
+max_batches = {p['teacher']}
+batch = {p['batch']}
+subdivisions = 1
+[student]
+cfg = {ROOT / 'cfg' / 'yolov4-tiny-drivesim.cfg'}
+max_batches = {p['student']}
+batch = {p['batch']}
+subdivisions = 1
+kd_weight = 1.0
+ld_teacher_iters = {p['ld_teacher_iters']}
+rows = {', '.join(rows)}
+proposed_kd = auto
+"""
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--out", help="output folder (default runs/kd_table_<preset>)")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--rows", default=",".join(ALL_ROWS), help="table rows to train")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    out = Path(args.out or ROOT / "runs" / f"kd_table_{args.preset}").absolute()
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    command = "python scripts/kd_table.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    per_seed, timings = [], {}
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        folder = out / f"seed{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        ini = folder / "experiment.ini"
+        atomic_write(ini, experiment_text(PRESETS[args.preset], seed, folder / "work", args.threads, rows))
+        t0 = time.time()
+        res = Pipeline(Experiment.read(ini), progress=not args.quiet).run()
+        timings[seed] = {"seconds_this_call": round(time.time() - t0, 1),
+                         "stage_seconds": {p.stem: json.loads(p.read_text()).get("seconds")
+                                           for p in sorted((folder / "work" / "stages").glob("*.json"))}}
+        per_seed.append(res["table"])
+    names = [n for n in ("teacher", *ALL_ROWS) if all(n in t["rows"] for t in per_seed)]
+    agg = {n: {s: [t["rows"][n][s] for t in per_seed] for s in ("source", "target", "all", "val")} for n in names}
+    mean_t = {n: statistics.mean(agg[n]["target"]) for n in names}
+    checks = [{"lower": a, "higher": b, "holds": mean_t[a] < mean_t[b]} for a, b in ORDER
+              if a in mean_t and b in mean_t]
+    title = f"DriveSim `{args.preset}` preset, day → night, {args.seeds} seed(s), mean ± std"
+    md = format_markdown(agg, title)
+    md += "\nOrdering on the target split (means): " + ", ".join(
+        f"{c['lower']} < {c['higher']}: {'yes' if c['holds'] else 'NO'}" for c in checks) + "\n"
+    chosen = sorted({t.get("proposed_kd") for t in per_seed if t.get("proposed_kd")})
+    if chosen:
+        md += f"\nKD loss of the proposed row (best target-val mAP among the KD rows, per seed): {', '.join(chosen)}\n"
+    md += f"\nCommand: `{command}`\n"
+    atomic_write(out / "kd_table.md", md)
+    atomic_write(out / "kd_table.json", json.dumps({"command": command, "preset": args.preset,
+                                                    "preset_settings": PRESETS[args.preset],
+                                                    "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
+                                                    "rows": agg, "ordering": checks, "per_seed": per_seed,
+                                                    "timings": timings}, indent=1) + "\n")
+    print(md)
+    print(f"written: {out / 'kd_table.md'} and {out / 'kd_table.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
