@@ -262,7 +262,8 @@ class Pipeline:
             src = read_data_file(d["source_data"])
             d["names"] = src.resolve("names")
             upper = self.work / "lists" / "upper-train.txt"
-            write_list(upper, read_list(d["source_train"]) + read_list(d["labelled"]) + read_list(d["unlabelled_truth"]))
+            write_list(upper, read_list(d["source_train"]) + read_list(d["labelled"])
+                       + read_list(d["unlabelled_truth"]))
             d["upper_train"] = upper
         d["classes"] = len([n for n in Path(d["names"]).read_text().splitlines() if n.strip()])
         return d
@@ -409,7 +410,8 @@ class Pipeline:
             model = load(self.teacher_cfg, self.teacher_weights).to(self.device)
             val = read_list(ds["target_val"])
             sweep = sweep_threshold(model, val, load_all_labels(val, ds["classes"]), progress=self.progress)
-            self.log(format_table(sweep["table"]) + f"pseudo-label threshold (best F1 on target val): {sweep['thresh']}")
+            self.log(format_table(sweep["table"])
+                     + f"pseudo-label threshold (best F1 on target val): {sweep['thresh']}")
             names = [n for n in Path(ds["names"]).read_text().splitlines() if n.strip()]
             counts = pseudo_label(model, read_list(ds["unlabelled"]), out, sweep["thresh"], names,
                                   progress=self.progress)

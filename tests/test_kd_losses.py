@@ -217,7 +217,8 @@ def test_ld_teacher_fit_trains_only_teacher_branch(tmp_path):
 def test_renormalize_gives_teacher_statistics():
     torch.manual_seed(0)
     s = torch.randn(4, 3, 5, 5) * 7 + 2
-    t = torch.randn(4, 3, 5, 5) * torch.tensor([0.5, 2.0, 3.0]).view(1, 3, 1, 1) + torch.tensor([1.0, -1, 0]).view(1, 3, 1, 1)
+    scale, shift = torch.tensor([0.5, 2.0, 3.0]).view(1, 3, 1, 1), torch.tensor([1.0, -1, 0]).view(1, 3, 1, 1)
+    t = torch.randn(4, 3, 5, 5) * scale + shift
     r = renormalize(s, t)
     assert torch.allclose(r.mean((0, 2, 3)), t.mean((0, 2, 3)), atol=1e-5)
     assert torch.allclose(r.std((0, 2, 3)), t.std((0, 2, 3)), atol=1e-4)
