@@ -367,7 +367,7 @@ def _average_precision(is_tp: np.ndarray, n_truth: int, points: int) -> float:
         return acc
     acc = 0.0
     for p in range(points):
-        r = p * 1.0 / (points - 1)
+        r = p * (1.0 / (points - 1))
         k = int(np.searchsorted(rec, r, side="left"))  # first rank with recall >= r
         acc += float(env[k]) if k < m else 0.0
     return acc / points
