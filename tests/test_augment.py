@@ -220,3 +220,26 @@ def test_eval_dataset_maps_boxes_back(tmp_path, letter_box):
         new_w, new_h, dx, dy = letterbox_size(320, 240, 160, 160)
         assert (new_w, new_h, dx, dy) == (160, 120, 0, 20)
         assert (x[0, :, :dy] == 128 / 255).all()  # Darknet pads with 0.5 grey
+
+
+def test_loaders_from_a_cfg(tmp_path, root):
+    from darknet_kd.data.darknet import read_data_file, write_data_file, write_list, write_names
+    from darknet_kd.data.dataset import eval_loader, train_loader
+    from darknet_kd.errors import DataError
+    from darknet_kd.model import Darknet
+
+    images = _write_dataset(tmp_path, 4)
+    write_names(tmp_path / "d.names", [f"c{i}" for i in range(7)])
+    write_list(tmp_path / "train.txt", images)
+    write_data_file(tmp_path / "d.data", {"classes": 7, "train": "train.txt", "valid": "train.txt", "names": "d.names"})
+    model = Darknet.from_cfg(root / "cfg" / "yolov4-tiny-drivesim.cfg")
+    opts = AugmentOptions.from_model(model)  # [net] and the last [yolo]
+    assert (opts.jitter, opts.resize, opts.random, opts.hue, opts.mosaic) == (0.3, 1.5, 0.0, 0.1, False)
+    data = read_data_file(tmp_path / "d.data")
+    x, t, infos = next(iter(train_loader(data, model, 2, workers=0, seed=1)))
+    assert x.shape == (2, 3, 256, 256) and t.shape[1] == 6 and len(t) > 0
+    x, t, infos = next(iter(eval_loader(data, model, 4, workers=0)))
+    assert x.shape == (4, 3, 256, 256) and infos[0]["letter_box"] is False and infos[3]["orig_size"] == (320, 240)
+    write_data_file(tmp_path / "d.data", {"classes": 16, "train": "train.txt", "names": "d.names"})
+    with pytest.raises(DataError, match="classes=16 but the model's"):
+        train_loader(read_data_file(tmp_path / "d.data"), model, 2, workers=0)
