@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..errors import DarknetKDError, DataError
-from .darknet import label_path, read_data_file, read_labels, read_list, read_names
+from .darknet import label_path, read_data_file, read_labels, read_list
 
 LIST_KEYS = ("train", "valid", "test")
 SIZE_BINS = (0, 8, 16, 32, 64, 96, 128, 256, 512, float("inf"))
