@@ -490,3 +490,32 @@ def test_metrics():
     same, _ = kid(x, y, subsets=20, subset_size=100)
     far, _ = kid(x, z, subsets=20, subset_size=100)
     assert abs(same) < 0.05 and far > 10 * abs(same) and far > 0.1
+
+
+# ---------------------------------------------------------------- DriveSim evaluation
+
+def test_eval_on_drivesim(tmp_path):
+    from darknet_kd.data.drivesim import generate
+    from darknet_kd.train.checkpoint import save_checkpoint
+    from domain_transfer.evaluate import drivesim_pairs, evaluate
+    from domain_transfer.train import KIND, build_generator
+
+    exp = tmp_path / "ds"
+    generate(exp, "smoke", seed=0, targets=["night"], size=64, workers=1, progress=False)
+    pairs = drivesim_pairs(exp)
+    assert len(pairs) == 16 and all("paired/night/train" in b for _, b in pairs)
+    assert [Path(a).name for a, _ in pairs] == [Path(b).name for _, b in pairs]
+    cfg = tiny(detector_cfg=str(DRIVESIM_CFG), detector_weights="random")
+    G = build_generator(cfg)
+    with torch.no_grad():
+        G.attention[-1].bias[-1] = 50.0  # all weight on the input: the identity translation
+    ck = tmp_path / "identity.ckpt"
+    save_checkpoint(ck, kind=KIND, config=cfg.to_dict(), iteration=0, G=G.state_dict())
+    r = evaluate(ck, exp, limit=6, ema=False, progress=False)
+    assert r["images"] == 6 and r["target_images"] == 6
+    assert abs(r["psnr_translated"] - r["psnr_source"]) < 0.05  # identity: translated == source
+    assert abs(r["ssim_translated"] - r["ssim_source"]) < 1e-3
+    assert 5 < r["psnr_source"] < 40 and r["ssim_source"] < 0.95  # day and night renders differ
+    assert abs(r["kid_translated"] - r["kid_source"]) < 1e-3 * max(1.0, abs(r["kid_source"]))
+    with pytest.raises(DataError, match="not a DriveSim experiment"):
+        evaluate(ck, tmp_path, progress=False)
