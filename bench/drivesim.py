@@ -13,7 +13,10 @@ worker):
     .venv/bin/python bench/drivesim.py [--size 416] [--workers 2] [--scenes 400] [--json out.json]
 
 The machine's 1-minute load average is printed before and after: on a shared machine
-other processes take cores and the figures drop accordingly.
+other processes take cores and the wall-clock figures drop accordingly.  The CPU time per
+image (measured inside the workers; for the writer, all its processes) does not depend
+on time slicing, so the last column, ``workers / CPU time per image``, is the rate the
+same work reaches on that many otherwise idle cores (an estimate, labelled as such).
 """
 from __future__ import annotations
 
@@ -48,22 +51,29 @@ def _init(size):
 
 def _job(arg):
     index, domains = arg
+    t = time.process_time()
     L = rasterize(make_scene(12345, 1, index, "source" if index % 2 else "target"), _SIZE, _SIZE)
     n = 0
     for d in domains:
         img = render_domain(L, d, domain_rng(12345, 1, index, d))
         n += len(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1])
-    return n
+    return time.process_time() - t
+
+
+def _cpu():
+    """CPU seconds of this process and its reaped children (the writer's workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _rate(pool, scenes, per_scene_domains):
     jobs = [(i, per_scene_domains(i)) for i in range(scenes)]
     pool.map(_job, jobs[: 4 * pool._processes], chunksize=1)              # warm-up: banks, imports
     t = time.perf_counter()
-    pool.map(_job, jobs, chunksize=4)
+    cpu = sum(pool.map(_job, jobs, chunksize=4))
     dt = time.perf_counter() - t
     images = sum(len(j[1]) for j in jobs)
-    return images / dt, images, dt
+    return images / dt, images, dt, cpu / images
 
 
 def main(argv=None):
@@ -77,32 +87,32 @@ def main(argv=None):
     rows = []
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     with ctx.Pool(args.workers, initializer=_init, initargs=(args.size,)) as pool:
-        r, n, dt = _rate(pool, args.scenes, lambda i: (DOMAINS[i % 4],))
-        rows.append(("1 domain/scene (render + JPEG)", n, dt, r))
-        r, n, dt = _rate(pool, args.scenes // 2, lambda i: DOMAINS)
-        rows.append(("4 domains/scene (render + JPEG)", n, dt, r))
+        r, n, dt, c = _rate(pool, args.scenes, lambda i: (DOMAINS[i % 4],))
+        rows.append(("1 domain/scene (render + JPEG)", n, dt, r, c))
+        r, n, dt, c = _rate(pool, args.scenes // 2, lambda i: DOMAINS)
+        rows.append(("4 domains/scene (render + JPEG)", n, dt, r, c))
     with tempfile.TemporaryDirectory() as tmp:
         k = max(1, args.scenes // 20)                                     # the cpu preset's proportions
         pre = Preset(args.size, (8 * k, k, k), (8 * k, k, k), "bench")
-        t = time.perf_counter()
+        t, c0 = time.perf_counter(), _cpu()
         m = generate(Path(tmp) / "ds", pre, seed=0, workers=args.workers, progress=False)
-        dt = time.perf_counter() - t
-        rows.append(("`darknet-kd drivesim` (files, night target)", m["images_written"], dt,
-                     m["images_written"] / dt))
+        dt, cpu = time.perf_counter() - t, _cpu() - c0
+        n = m["images_written"]
+        rows.append(("`darknet-kd drivesim` (files, night target)", n, dt, n / dt, cpu / n))
     load1 = os.getloadavg()[0]
     cmd = "python bench/drivesim.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     print(f"DriveSim generation at {args.size}x{args.size}, {args.workers} worker processes "
           f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"load average {load0:.1f} before, {load1:.1f} after)\n")
-    print("| mode | images | seconds | images/s |")
-    print("|---|---:|---:|---:|")
-    for name, n, dt, r in rows:
-        print(f"| {name} | {n} | {dt:.2f} | {r:.0f} |")
+    print(f"| mode | images | seconds | images/s | CPU ms/image | images/s on {args.workers} idle cores |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, n, dt, r, c in rows:
+        print(f"| {name} | {n} | {dt:.2f} | {r:.0f} | {1000 * c:.1f} | {args.workers / c:.0f} |")
     print(f"\ncommand: `{cmd.strip()}`")
     if args.json:
         atomic_write(args.json, json.dumps({"size": args.size, "workers": args.workers, "load": [load0, load1],
-                                            "rows": [dict(mode=a, images=b, seconds=c, images_per_s=d)
-                                                     for a, b, c, d in rows], "command": cmd.strip()}, indent=1))
+                                            "rows": [dict(mode=a, images=b, seconds=c, images_per_s=d, cpu_s_per_image=e)
+                                                     for a, b, c, d, e in rows], "command": cmd.strip()}, indent=1))
     return 0
 
 

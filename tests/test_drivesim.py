@@ -15,7 +15,7 @@ from darknet_kd.data.check import check_dataset
 from darknet_kd.data.darknet import label_path, read_data_file, read_labels, read_list, read_names
 from darknet_kd.data.drivesim import (CLASSES, DOMAINS, MIN_VISIBLE, PRESETS, generate, make_scene, rasterize,
                                       render_scene, scene_labels, split_code)
-from darknet_kd.data.drivesim.scene import Thing, sample_scene
+from darknet_kd.data.drivesim.scene import sample_scene
 from darknet_kd.errors import DataError
 
 

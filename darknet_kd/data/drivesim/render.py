@@ -109,6 +109,32 @@ def _polys(img, quads, color):
         cv2.fillPoly(img, list(_fix(quads)), color, cv2.LINE_8, SHIFT)
 
 
+def _ground(albedo, scene: Scene, cam: Camera):
+    """Road, kerbs, lane markings, crosswalk and the cross street's asphalt, in that order:
+    all quads projected at once, one fill per run of equal colour (never overlapping)."""
+    c, far = scene.colors, 3000.0
+    q = [(scene.road_l, scene.road_r, 0.5, far, "road")]
+    q += [(X - 0.15, X + 0.15, 0.5, far, "curb") for X in (scene.road_l, scene.road_r)]
+    for X, kind in scene.lane_lines:
+        if kind == "dash":
+            q += [(X - 0.07, X + 0.07, z, z + 3.0, "marking") for z in np.arange(NEAR + (X * 7.3) % 9, 300, 9.0)]
+        else:
+            q += [(X + o - 0.07, X + o + 0.07, 0.5, far, "median" if kind == "double" else "marking")
+                  for o in ((-0.2, 0.2) if kind == "double" else (0.0,))]
+    if scene.crosswalk:
+        z0, z1 = scene.crosswalk
+        q += [(x, x + 0.5, z0, z1, "marking") for x in np.arange(scene.road_l + 0.3, scene.road_r - 0.3, 1.0)]
+    if scene.intersection:
+        q.append((-300.0, 300.0, *scene.intersection, "road"))
+    a = np.array([r[:4] for r in q], np.float64)
+    pts = _fix(_ground_quads(cam, a[:, 0], a[:, 1], a[:, 2], a[:, 3]))
+    start = 0
+    for i in range(1, len(q) + 1):
+        if i == len(q) or q[i][4] != q[start][4]:
+            cv2.fillPoly(albedo, list(pts[start:i]), c[q[start][4]], cv2.LINE_8, SHIFT)
+            start = i
+
+
 def _background(scene: Scene, cam: Camera, want_color: bool):
     W, H = cam.width, cam.height
     c = scene.colors
@@ -127,32 +153,7 @@ def _background(scene: Scene, cam: Camera, want_color: bool):
             rows = (top + (hor - top) * t ** 1.5).astype(np.uint8)[:, None, :]
             albedo[:hz] = cv2.resize(rows, (W, hz), interpolation=cv2.INTER_NEAREST)
         cv2.rectangle(albedo, (0, hz), (W, H), c["walk"], -1)
-        Zfar = 3000.0
-        _polys(albedo, _ground_quads(cam, np.array([scene.road_l]), np.array([scene.road_r]),
-                                     np.array([0.5]), np.array([Zfar])), c["road"])
-        for X in (scene.road_l, scene.road_r):                       # kerbs
-            _polys(albedo, _ground_quads(cam, np.array([X - 0.15]), np.array([X + 0.15]), np.array([NEAR]),
-                                         np.array([Zfar])), c["curb"])
-        for X, kind in scene.lane_lines:
-            col = c["median"] if kind == "double" else c["marking"]
-            if kind == "dash":
-                z0 = np.arange(NEAR + (X * 7.3) % 9, 300, 9.0)
-                _polys(albedo, _ground_quads(cam, np.full_like(z0, X - 0.07), np.full_like(z0, X + 0.07), z0, z0 + 3.0),
-                       col)
-            else:
-                offs = (-0.2, 0.2) if kind == "double" else (0.0,)
-                for o in offs:
-                    _polys(albedo, _ground_quads(cam, np.array([X + o - 0.07]), np.array([X + o + 0.07]),
-                                                 np.array([0.5]), np.array([Zfar])), col)
-        if scene.crosswalk:
-            z0, z1 = scene.crosswalk
-            x0 = np.arange(scene.road_l + 0.3, scene.road_r - 0.3, 1.0)
-            _polys(albedo, _ground_quads(cam, x0, x0 + 0.5, np.full_like(x0, z0), np.full_like(x0, z1)),
-                   c["marking"])
-        if scene.intersection:                                        # the cross street's asphalt
-            z0, z1 = scene.intersection
-            _polys(albedo, _ground_quads(cam, np.array([-300.0]), np.array([300.0]), np.array([z0]), np.array([z1])),
-                   c["road"])
+        _ground(albedo, scene, cam)
 
     # buildings, far to near; facade depth per column from the plane X
     xb = np.zeros((H, W), np.float32)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .shapes import POLE
+
 CLASSES = ("car", "truck", "bus", "person", "bicycle", "traffic_light", "traffic_sign")
 CLS = {n: i for i, n in enumerate(CLASSES)}
 
@@ -181,11 +183,9 @@ def _light(rng, st, X, Z, Y, state, arm=0.0):
     p = dict(layout=layout, housing=_pick(rng, st["housings"]), state=state, backplate=st["backplate"])
     t = [Thing("traffic_light", CLS["traffic_light"], X + arm, Z, Y, "front", p, order=1)]
     t.append(Thing("pole", -1, X, Z + 0.05, 0.0, "front", dict(top=Y + h * (0.5 if not arm else 1.05), w=0.14,
-                                                                  color=POLE_COLOR, arm=arm)))
+                                                                  color=POLE, arm=arm)))
     return t
 
-
-POLE_COLOR = (95, 98, 100)
 
 
 def _sign(rng, st, X, Z):
@@ -197,7 +197,7 @@ def _sign(rng, st, X, Z):
         p = dict(kind=kind, size=rng.uniform(0.6, 0.9))
         Y = rng.uniform(1.9, 2.6)
     return [Thing("traffic_sign", CLS["traffic_sign"], X, Z, Y, "front", p, order=1),
-            Thing("pole", -1, X, Z + 0.05, 0.0, "front", dict(top=Y + 0.3, w=0.07, color=POLE_COLOR))]
+            Thing("pole", -1, X, Z + 0.05, 0.0, "front", dict(top=Y + 0.3, w=0.07, color=POLE))]
 
 
 # ---------------------------------------------------------------- the street
