@@ -14,6 +14,7 @@ from .errors import DarknetKDError
 
 COMMAND_MODULES = [
     "darknet_kd.model.info",
+    "darknet_kd.eval.evaluate",
     "darknet_kd.data.check",
     "darknet_kd.data.convert",
     "darknet_kd.data.drivesim.cli",

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..data.convert import to_coco
 from ..data.darknet import DataConfig, label_path, read_data_file, read_labels, read_list
 from ..data.dataset import EvalDataset, collate, load_all_labels, to_original_boxes
 from ..errors import DataError, DarknetKDError
@@ -192,7 +193,7 @@ def evaluate(model, data: DataConfig, *, key: str = "valid", iou_thresh: float =
     device = torch.device(device) if device is not None else next(model.parameters()).device
     row_pos = darknet_row_order(model)
     acc = DarknetMap(data.classes, iou_thresh, conf_thresh)
-    coco_images, coco_dets = [], []
+    coco_dets = []
     was_training = model.training
     model.eval()
     try:
@@ -204,13 +205,12 @@ def evaluate(model, data: DataConfig, *, key: str = "valid", iou_thresh: float =
                     acc.add_image(boxes, probs, labels[i], None if difficult is None else difficult[i],
                                   source=label_path(images[i]))
                     if coco:
-                        ow, oh = info["orig_size"]
-                        coco_images.append({"id": i + 1, "file_name": info["path"], "width": ow, "height": oh})
                         coco_dets.append((boxes, probs))
     finally:
         model.train(was_training)
     result = acc.result(points, names)
-    coco_result = coco_map(coco_images, labels, coco_dets, data.classes, names) if coco else None
+    # ground truth by the converter (image id = list position + 1, the loader's order)
+    coco_result = coco_map(to_coco(data, key), coco_dets) if coco else None
     return EvalResult(result, coco_result, names)
 
 
@@ -218,7 +218,8 @@ def evaluate(model, data: DataConfig, *, key: str = "valid", iou_thresh: float =
 
 def add_parser(sub) -> None:
     p = sub.add_parser("map", help="mAP as `darknet detector map` (optionally COCO mAP)",
-                       description=__doc__.split("\n\n")[0])
+                       description="Darknet's mAP of a .cfg + .weights on the valid= list of a .data file, "
+                                   "exactly as `darknet detector map` computes it.")
     p.add_argument("data", help=".data file (valid=, names=, optional difficult=)")
     p.add_argument("cfg", help="Darknet .cfg")
     p.add_argument("weights", help="Darknet .weights")
@@ -235,6 +236,11 @@ def add_parser(sub) -> None:
     p.set_defaults(func=_run)
 
 
+def markdown_path(out: Path) -> Path:
+    """Where ``--json OUT`` puts its Markdown table: OUT.json -> OUT.md, else OUT + .md."""
+    return out.with_suffix(".md") if out.suffix == ".json" else out.with_name(out.name + ".md")
+
+
 def _run(args) -> int:
     from ..model import load
 
@@ -249,9 +255,9 @@ def _run(args) -> int:
     sys.stdout.write(res.report())
     if args.json:
         out = Path(args.json)
-        d = {"command": "darknet-kd map " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "darknet-kd map",
-             "data": str(args.data), "cfg": str(args.cfg), "weights": str(args.weights), **res.to_dict()}
-        atomic_write(out, json.dumps(d, indent=1) + "\n")
-        atomic_write(out.with_name(out.name + ".md") if out.suffix != ".json" else out.with_suffix(".md"),
-                     res.to_markdown())
+        run = {"data": str(args.data), "cfg": str(args.cfg), "weights": str(args.weights), "iou": args.iou,
+               "points": args.points, "thresh": args.thresh, "coco": args.coco}
+        atomic_write(out, json.dumps({"run": run, **res.to_dict()}, indent=1) + "\n")
+        atomic_write(markdown_path(out), f"`darknet-kd map {args.data} {args.cfg} {args.weights}`\n\n"
+                     + res.to_markdown())
     return 0

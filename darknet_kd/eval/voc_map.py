@@ -25,7 +25,10 @@ What Darknet does, and so this module does:
   or one with no truth, is a FP. Precision and recall are doubles.
 - ``points=0``: area under the monotone (non-increasing from the right) precision
   envelope over every distinct recall; ``points=N``: mean over ``r = k/(N-1)`` of
-  the largest precision at recall >= r (11 = VOC2007, 101 = COCO).
+  the largest precision at recall >= r (11 = VOC2007, 101 = COCO). Darknet is built
+  with -Ofast (Makefile and CMake), so gcc computes ``r`` as ``k * (1.0/(N-1))``: e.g.
+  3*0.1 = 0.30000000000000004, and a recall of exactly 0.3 does not reach point 3.
+  This module does the same (checked against the -Ofast binary's output).
   mAP = mean AP over **all** classes, including those without truths.
 - At ``conf_thresh`` (``-thresh``, default .25), per image in detection order: a
   detection with prob > conf_thresh is a TP if it matched a truth that no earlier
