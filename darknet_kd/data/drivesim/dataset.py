@@ -256,6 +256,7 @@ def generate(out, preset="cpu", seed: int = 0, targets=("night",), target_frac: 
     results = []
     bar = tqdm(total=total, unit="img", desc=f"drivesim {preset}", disable=not progress)
     args = (seed, pre.size, str(tmp))
+    cv_threads = cv2.getNumThreads()
     if workers == 1:
         _init_worker(*args)
         it = map(_run_job, jobs)
@@ -273,6 +274,7 @@ def generate(out, preset="cpu", seed: int = 0, targets=("night",), target_frac: 
         if pool is not None:
             pool.terminate()
             pool.join()
+        cv2.setNumThreads(cv_threads)
 
     # statistics per split: boxes per class (labels are the same in every render of a job)
     by_image = {}

@@ -130,12 +130,13 @@ def _night_light(L: Layers, ambient, ego_gain, reach):
     # the ego car's low beams: a cone down the road, fading with distance
     beam = ego_gain * np.exp(-Z / reach) * np.exp(-(X / (0.3 * Z + 1.2)) ** 2) * (Y < 1.8)
     lights = np.asarray(L.lights, np.float32).reshape(-1, 8)
-    col = lambda v: v[:, None]                                                 # noqa: E731
-    d2 = (X.ravel() - col(lights[:, 0])) ** 2                                  # (n_lights, n_px)
-    d2 += (Y.ravel() - col(lights[:, 1])) ** 2
-    d2 += (Z.ravel() - col(lights[:, 2])) ** 2
-    atten = col(lights[:, 7]) / (1.0 + d2 / col(lights[:, 6] ** 2))
-    rgb = lights[:, 3:6].T @ atten                                             # (3, n_px)
+    lx, ly, lz, radius, intensity = (lights[:, k, None] for k in (0, 1, 2, 6, 7))
+    d2 = (X.ravel() - lx) ** 2                                                 # (n_lights, n_px)
+    d2 += (Y.ravel() - ly) ** 2
+    d2 += (Z.ravel() - lz) ** 2
+    atten = intensity / (1.0 + d2 / radius ** 2)
+    # (3, n_px); einsum without BLAS: the same sums whatever the thread settings (byte-identical output)
+    rgb = np.einsum("lc,lp->cp", lights[:, 3:6], atten)
     rgb += np.float32((0.95, 0.97, 1.0))[:, None] * beam.ravel()
     rgb += np.float32(ambient)[:, None]
     rgb[:, Z.ravel() >= SKY_DEPTH * 0.5] = 0.0
