@@ -114,7 +114,8 @@ class AdaptTrainer(Trainer):
         a, net = self.adapt, self.model.net
         self.train_images = check_unlabelled(self.data, a.allow_train_labels)
         n = len(self.train_images)
-        self.iters_per_epoch = max(1, round(n / net.batch))
+        # An epoch = the list once; with DDP every rank draws its own batches (Darknet's ngpus).
+        self.iters_per_epoch = max(1, round(n / (net.batch * self.world)))
         if not self.opts.max_batches:
             net.max_batches = max(1, math.ceil(a.epochs * self.iters_per_epoch))
         net.policy, net.burn_in = "constant", 0
