@@ -15,7 +15,7 @@ import torch
 
 from darknet_kd.cli import main
 from darknet_kd.data.darknet import read_data_file
-from darknet_kd.eval.evaluate import darknet_row_order, evaluate, markdown_path, nms_order
+from darknet_kd.eval.evaluate import darknet_nms, darknet_row_order, evaluate, markdown_path, nms_order
 from darknet_kd.model import Darknet, load
 
 CFG = """[net]
@@ -138,6 +138,19 @@ def test_nms_order_is_do_nms_sorts():
     pos = np.array([4, 3, 2, 1, 0])
     # by prob[1] desc (rows 2, 3 tie -> prob[0] desc -> 3 first), then prob[0] desc, then position
     assert list(nms_order(probs, pos)) == [3, 2, 1, 0, 4]
+
+
+def test_nms_ties_broken_as_darknets_chained_sorts():
+    """Rows A, B overlap and tie at .8 for class 1. do_nms_sort's class-0 sort put B (.3)
+    before A (.1), and its stable class-1 sort keeps that order: B survives class 1, not A
+    (a plain lower-index-first tie break would keep A)."""
+    boxes = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.51, 0.5, 0.2, 0.2], [0.1, 0.1, 0.1, 0.1]])
+    probs = torch.tensor([[0.1, 0.8], [0.3, 0.8], [0.0, 0.8]])
+    keep = darknet_nms(boxes, probs, torch.zeros(3, dtype=torch.int64), 1, "default", 0.6)
+    assert keep.tolist() == [[False, False], [True, True], [False, True]]
+    # in another image the same rows do not interact
+    keep2 = darknet_nms(boxes, probs, torch.tensor([0, 1, 1]), 2, "default", 0.6)
+    assert keep2.tolist() == [[True, True], [True, True], [False, True]]
 
 
 def test_row_order_is_get_network_boxes_order(tmp_path):

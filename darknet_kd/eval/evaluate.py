@@ -108,23 +108,26 @@ def darknet_nms(boxes: torch.Tensor, probs: torch.Tensor, batch: torch.Tensor, n
 
     kw = dict(score_thresh=DET_THRESH, num_images=n_images, kind=kind, beta_nms=beta)
     keep = nms_mask(boxes, probs, NMS_THRESH, batch=batch, **kw)
-    cand = probs > DET_THRESH
     b_np, p_np = batch.cpu().numpy(), probs.cpu().numpy()
-    tied = [k for k in range(probs.shape[1]) if cand[:, k].any() and _has_ties(b_np, p_np[:, k], cand[:, k].cpu().numpy())]
-    if tied:
+    tied = _tied_classes(b_np, p_np)
+    if len(tied):
         order = np.arange(len(b_np))
-        for k in range(max(tied) + 1):
+        for k in range(int(tied.max()) + 1):
             if k in tied:
                 o = torch.from_numpy(order).to(boxes.device)
-                kk = nms_mask(boxes[o], probs[o, k:k + 1].contiguous(), NMS_THRESH, batch=batch[o], **kw)
-                keep[o, k] = kk[:, 0]
+                keep[o, k] = nms_mask(boxes[o], probs[o, k:k + 1].contiguous(), NMS_THRESH, batch=batch[o], **kw)[:, 0]
             order = order[np.argsort(-p_np[order, k], kind="stable")]
     return keep
 
 
-def _has_ties(batch: np.ndarray, score: np.ndarray, cand: np.ndarray) -> bool:
-    pairs = np.stack([batch[cand].astype(np.float64), score[cand].astype(np.float64)], 1)
-    return len(np.unique(pairs, axis=0)) < len(pairs)
+def _tied_classes(batch: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Classes with two candidates (prob > .005) of equal prob in one image."""
+    r, k = np.nonzero(probs > DET_THRESH)
+    b, p = batch[r], probs[r, k]
+    o = np.lexsort((p, k, b))
+    b, k, p = b[o], k[o], p[o]
+    same = (b[1:] == b[:-1]) & (k[1:] == k[:-1]) & (p[1:] == p[:-1])
+    return np.unique(k[1:][same])
 
 
 def detect_batch(model, images: torch.Tensor, infos, row_pos: np.ndarray):

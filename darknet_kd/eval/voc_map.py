@@ -307,10 +307,11 @@ class DarknetMap:
         # walking the ranks: the first claim of a truth is a TP, the rest are FP
         is_tp = np.zeros(len(cls), bool)
         m = np.nonzero(tidx >= 0)[0]
-        _, at = np.unique(tidx[m], return_index=True)
-        is_tp[m[at]] = True
+        first = np.full(max(self._n_truth, 1), len(cls), np.int64)
+        np.minimum.at(first, tidx[m], m)            # first rank claiming each truth
+        is_tp[first[first < len(cls)]] = True
 
-        by_class = np.argsort(cls, kind="stable")
+        by_class = np.argsort(cls.astype(np.int16 if C < 2**15 else np.int32), kind="stable")  # radix sort
         counts = np.bincount(cls, minlength=C)
         bounds = np.concatenate([[0], np.cumsum(counts)])
         ap = np.zeros(C, np.float64)
