@@ -13,6 +13,7 @@ day→night translation of source images does not produce target-looking objects
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,6 +125,48 @@ SKINS = _hex("f2d2b6", "d9a679", "a8744f", "6b4226", "e8c0a0")
 HAIR = _hex("2a1a10", "101010", "704020", "c0a060", "909090")
 
 
+class Draws:
+    """Scalar random draws for :func:`sample_scene`, taken from a numpy Generator in blocks
+    of uniforms: the per-call overhead of Generator methods, not the arithmetic, dominated
+    scene sampling.  A pure function of the generator's state, like the Generator itself.
+    Poisson by inversion, exponential by -log(1-u), integer-shape gamma as a sum of
+    exponentials."""
+
+    def __init__(self, rng: np.random.Generator, block: int = 256):
+        self._rng, self._block, self._buf, self._i = rng, block, [], 0
+
+    def random(self, size=None):
+        if size is not None:
+            n = math.prod(size) if isinstance(size, tuple) else int(size)
+            return np.array([self.random() for _ in range(n)]).reshape(size)
+        if self._i == len(self._buf):
+            self._buf, self._i = self._rng.random(self._block).tolist(), 0
+        self._i += 1
+        return self._buf[self._i - 1]
+
+    def uniform(self, lo=0.0, hi=1.0):
+        return lo + (hi - lo) * self.random()
+
+    def integers(self, lo, hi=None):
+        lo, hi = (0, lo) if hi is None else (lo, hi)
+        return lo + min(int(self.random() * (hi - lo)), hi - lo - 1)
+
+    def exponential(self, scale=1.0):
+        return -scale * math.log(1.0 - self.random())
+
+    def gamma(self, shape: int, scale=1.0):
+        return sum(self.exponential(scale) for _ in range(int(shape)))
+
+    def poisson(self, lam):
+        u, k, p = self.random(), 0, math.exp(-lam)
+        cdf = p
+        while u > cdf and k < 1000:
+            k += 1
+            p *= lam / k
+            cdf += p
+        return k
+
+
 def _pick(rng, seq, p=None):
     """One element of ``seq`` (uniformly, or with probabilities ``p``): one draw from ``rng``."""
     u = rng.random()
@@ -139,7 +182,7 @@ def _pick(rng, seq, p=None):
 
 def _jitter(rng, c, k=12):
     """Colour ``c`` with every channel moved by up to ±k."""
-    return tuple(min(255, max(0, a + int(u * (2 * k + 1)) - k)) for a, u in zip(c, rng.random(3).tolist()))
+    return tuple(min(255, max(0, a + int(rng.random() * (2 * k + 1)) - k)) for a in c)
 
 
 # ---------------------------------------------------------------- objects
@@ -204,6 +247,7 @@ def _sign(rng, st, X, Z):
 
 def sample_scene(rng: np.random.Generator, style: str = "source") -> Scene:
     """Draw one street scene.  All randomness comes from ``rng`` in a fixed order."""
+    rng = rng if isinstance(rng, Draws) else Draws(rng)
     st = STYLES[style]
     fx, hy, yaw, cam_h = rng.uniform(0.95, 1.25), rng.uniform(0.4, 0.5), rng.uniform(-0.07, 0.07), rng.uniform(1.25, 1.6)
     lane_w = rng.uniform(3.0, 3.6)
