@@ -8,10 +8,13 @@ from .dataset import PRESETS, generate, parse_targets
 
 
 def add_parser(sub):
+    presets = "; ".join(f"{k}: {v.size}px, source {'/'.join(map(str, v.source))}, target "
+                        f"{'/'.join(map(str, v.target))} ({v.note})" for k, v in PRESETS.items())
     p = sub.add_parser("drivesim", help="generate the DriveSim domain-shift benchmark (a whole experiment folder)",
-                       description=__doc__ + "\n\nPresets: " + "; ".join(f"{k}: {v.size}px, source {v.source}, "
-                                                                          f"target {v.target} ({v.note})"
-                                                                          for k, v in PRESETS.items()))
+                       description=f"{__doc__.strip()} Presets (train/val/test scenes): {presets}. The source "
+                                   "training scenes are also rendered in every target domain and the source test "
+                                   "scenes in every domain (paired renders); see darknet_kd/data/drivesim/dataset.py "
+                                   "for the folder layout and the .data files.")
     p.add_argument("out", help="experiment folder to create")
     p.add_argument("--preset", choices=list(PRESETS), default="cpu")
     p.add_argument("--seed", type=int, default=0)
