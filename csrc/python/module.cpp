@@ -11,6 +11,8 @@
 
 namespace py = pybind11;
 
+void register_engine(py::module_& m);  // engine.cpp: the dkd_net_* functions
+
 namespace {
 
 struct StatusError {
@@ -116,4 +118,5 @@ PYBIND11_MODULE(_C, m) {
     m.attr("FLOAT64") = static_cast<int>(DKD_FLOAT64);
     m.attr("DEVICE_CPU") = static_cast<int>(DKD_DEVICE_CPU);
     m.attr("DEVICE_CUDA") = static_cast<int>(DKD_DEVICE_CUDA);
+    register_engine(m);
 }
