@@ -52,6 +52,20 @@ def test_one_class_all_point_modes():
     assert r0.avg_iou == pytest.approx(0.5)  # (1 + 1) / 4
 
 
+def test_n_points_use_darknets_ofast_recall_levels():
+    """Darknet (-Ofast) computes the 11 recall levels as k*(1/10): level 3 is
+    0.30000000000000004, which a recall of exactly 3/10 does not reach."""
+    truths = [[[0, (i + 0.5) / 10, 0.5, 0.05, 0.05] for i in range(10)]]
+    on = [t[1:] for t in truths[0]]
+    far = [0.5, 0.9, 0.05, 0.05]
+    boxes = on[:3] + [far] * 3 + [on[3]]           # ranks TP TP TP FP FP FP TP
+    probs = [[0.9 - 0.1 * i] for i in range(7)]
+    r = compute_map([(boxes, probs)], truths, 1, points=11)
+    # levels 0, .1, .2 -> 1; .30000000000000004 and .4 -> 4/7 (recall .4); .5 .. 1 -> 0
+    assert r.ap[0] == pytest.approx((3 + 2 * 4 / 7) / 11, abs=1e-15)
+    assert 3 * (1.0 / 10) > 0.3
+
+
 def test_iou_threshold_is_strict_and_selectable():
     truths = [[[0, *TA], [0, *TB]]]
     dets = [([TA_SHIFT, TB], [[0.8], [0.6]])]                 # TA_SHIFT: IoU .818 with TA
