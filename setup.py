@@ -74,33 +74,32 @@ class CMakeBuild(build_ext):
         (extdir / "lib").mkdir(parents=True, exist_ok=True)
         shutil.copy2(built / Path(self.get_ext_filename(ext.name)).name, self.get_ext_fullpath(ext.name))
         shutil.copy2(built / "lib" / "libdkd.so", extdir / "lib" / "libdkd.so")
+        shutil.copy2(ROOT / "csrc" / "include" / "dkd" / "dkd.h", extdir / "lib" / "dkd.h")  # for darknet_kd.capi
 
-    # libdkd.so is built beside _C (in <ext dir>/lib); setuptools only knows about _C, so
-    # these make it travel with _C: into the source tree (editable) or the wheel.
-    def _libdkd(self) -> tuple[str, str]:
-        built = Path(self.build_lib) / "darknet_kd" / "lib" / "libdkd.so"
-        in_source = ROOT / "darknet_kd" / "lib" / "libdkd.so"
-        return str(built), str(in_source)
+    # libdkd.so (and its header, read by darknet_kd.capi) sit beside _C in lib/; setuptools
+    # only knows about _C, so these make them travel with it: into the source tree
+    # (editable install) or the wheel.
+    def _lib_files(self) -> list[tuple[str, str]]:
+        return [(str(Path(self.build_lib) / "darknet_kd" / "lib" / name), str(ROOT / "darknet_kd" / "lib" / name))
+                for name in ("libdkd.so", "dkd.h")]
 
     def copy_extensions_to_source(self) -> None:
         super().copy_extensions_to_source()
-        built, in_source = self._libdkd()
-        Path(in_source).parent.mkdir(exist_ok=True)
-        self.copy_file(built, in_source, level=self.verbose)
+        for built, in_source in self._lib_files():
+            Path(in_source).parent.mkdir(exist_ok=True)
+            self.copy_file(built, in_source, level=self.verbose)
 
     def get_output_mapping(self) -> dict[str, str]:
         mapping = super().get_output_mapping()
         if self.inplace:
-            built, in_source = self._libdkd()
-            mapping[built] = in_source
+            mapping.update(dict(self._lib_files()))
         return mapping
 
     def get_outputs(self) -> list[str]:
         outputs = super().get_outputs()
         if not self.inplace:
-            outputs.append(self._libdkd()[0])
+            outputs += [built for built, _ in self._lib_files()]
         return outputs
-
 
 setup(
     name="darknet-kd",
