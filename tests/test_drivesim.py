@@ -232,6 +232,9 @@ def test_cli_and_errors(tmp_path, capsys):
     (foreign / "keep.txt").write_text("mine")
     assert main(["drivesim", str(foreign), "--preset", "smoke"]) == 2
     assert (foreign / "keep.txt").read_text() == "mine"
+    (tmp_path / "file").write_text("x")
+    assert main(["drivesim", str(tmp_path / "file"), "--preset", "smoke"]) == 2
+    assert "not a folder" in capsys.readouterr().err
     assert main(["drivesim", str(tmp_path / "x"), "--target", "day"]) == 2
     assert main(["drivesim", str(tmp_path / "x"), "--target-frac", "1.5"]) == 2
     assert "between 0 and 1" in capsys.readouterr().err

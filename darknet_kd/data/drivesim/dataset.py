@@ -240,6 +240,8 @@ def generate(out, preset="cpu", seed: int = 0, targets=("night",), target_frac: 
         targets = parse_targets(targets)
     targets = list(targets)
     out = Path(out).absolute()
+    if out.exists() and not out.is_dir():
+        raise DataError("exists and is not a folder", out)
     if out.exists() and any(out.iterdir()):
         if not (out / "manifest.json").is_file():
             raise DataError("folder exists and is not a DriveSim experiment; refusing to write into it", out)
