@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 # System packages the build needs (Debian names).
-APT_PKGS := cmake g++ make libdnnl-dev libstb-dev
+APT_PKGS := cmake g++ make libdnnl-dev libstb-dev libturbojpeg0-dev
 # Python packages; torch 2.13.0 is the CPU build that lies on these machines' disk.
 PIP_PKGS := torch==2.13.0 "numpy<3" "opencv-python-headless>=4.8,<5" "pycocotools>=2.0.7" \
             "pybind11>=2.12" "cffi>=1.16" "cmake>=3.25" ninja "tqdm>=4.66" "pytest>=8" \
@@ -24,6 +24,7 @@ $(STAMP): setup.py Makefile CMakeLists.txt $(shell find csrc -type f 2>/dev/null
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PIP) install -q $(PIP_PKGS)
 	$(PIP) install -q --no-build-isolation --use-pep517 -e .
+	ln -sfn ../../build/cmake/python/lib/dkd $(VENV)/bin/dkd  # the `dkd` CLI (RPATH: libdkd beside it)
 	touch $(STAMP)
 
 demo: setup
