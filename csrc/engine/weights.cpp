@@ -34,7 +34,8 @@ WeightsFile parse_weights(const std::string& data, const std::string& path,
     if (total < hsize)
         wfail(path, total, str("file has ", total, " bytes, the version ", major, ".", minor, " header needs ", hsize));
     wf.seen = hsize == 20 ? read_le<uint64_t>(data, 12) : read_le<uint32_t>(data, 12);
-    int64_t expected = hsize;
+    // weights.py:expected_size counts the header the model would write (version 0.2.5: 20 bytes).
+    int64_t expected = 20;
     for (const auto& l : layers) expected += 4 * l->num_weights();
     int64_t offset = hsize;
     std::vector<std::pair<const Layer*, int64_t>> blobs;  // (layer, offset)
