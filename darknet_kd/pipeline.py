@@ -441,6 +441,10 @@ class Pipeline:
         results = {}
         if exp.path_of("teacher", "weights") is None:
             results["teacher"] = self.evaluate("teacher", self.teacher_cfg, self.teacher_weights, ds)
+            if results["teacher"]["val"] < 0.01:
+                self.log(f"warning: the teacher's target-val mAP@0.5 is {100 * results['teacher']['val']:.2f} %: "
+                         "its pseudo-labels and distillation targets carry no information (train it longer; "
+                         "feature losses such as FGD may diverge on a diverged teacher's features)")
         order = [r for r in self.rows if r not in ("proposed", "kd_only")] + \
                 [r for r in self.rows if r in ("proposed", "kd_only")]
         for row in order:
