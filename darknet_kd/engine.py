@@ -16,6 +16,7 @@ with the file and line (byte offset), as the PyTorch model does.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -25,6 +26,10 @@ import numpy as np
 from .errors import CfgError, DarknetKDError, DataError, OpError, WeightsError
 
 __all__ = ["Net", "Detection", "cpu_has_bf16"]
+
+# oneDNN runs on OpenMP, whose spinning workers collapse on cores shared with other processes;
+# the runtime libdkd loads reads this once, when darknet_kd._C is first imported (as `dkd` does).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _LINE = re.compile(r"^(?P<path>.*?):(?P<line>\d+): (?P<msg>.*)$", re.S)
 _BYTE = re.compile(r"^(?P<path>.*?) \(byte (?P<offset>\d+)\): (?P<msg>.*)$", re.S)

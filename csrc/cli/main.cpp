@@ -11,6 +11,7 @@
 // prints the layer table and BFLOPs as `darknet-kd info`.  Errors: "dkd CMD: error: ...",
 // exit status 2 (bad input) or 1 (usage).
 #include <dirent.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -358,6 +359,14 @@ int cmd_info(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // oneDNN runs on OpenMP; spinning worker threads (OpenMP's default) collapse when the cores
+    // are shared with other processes (a 2-core machine under load: 4x slower).  Unless the
+    // user chose, wait passively: the runtime reads the variable when it loads, so run again.
+    if (!std::getenv("OMP_WAIT_POLICY") && !std::getenv("DKD_NO_REEXEC")) {
+        ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+        ::setenv("DKD_NO_REEXEC", "1", 1);
+        ::execv("/proc/self/exe", argv);  // returns only on failure: go on as we are
+    }
     if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help")) {
         std::fputs(kUsage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 1 : 0;

@@ -1,0 +1,175 @@
+"""Inference speed: the compiled engine (`dkd`, fp32 and bf16) against OpenCV DNN 4.x and
+PyTorch eager on the same seeded random weights; one run, one table (Markdown, JSON with --json).
+
+Latency at batch 1 (median ms per image) and throughput at batch 8 (images/s), 416x416, for
+yolov4-tiny and yolov4.  dkd is timed by its own `dkd bench` (C++, the forward pass incl.
+the decode of all rows, no image IO); OpenCV DNN (readNetFromDarknet, OPENCV backend, CPU) and
+PyTorch (darknet_kd.model, eval, no_grad) in this process.  All use --threads threads.  Goals
+(issue #7): dkd fp32 >= 1.5x OpenCV DNN, dkd bf16 >= 4x.
+
+    .venv/bin/python bench/infer.py [--threads 2] [--size 416] [--cfgs yolov4-tiny,yolov4]
+                                    [--runs 10] [--json docs/bench_infer.json]
+
+The machine load (load average) is printed with the table: on a shared machine the numbers
+are noisy and only ratios taken in the same run mean anything.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from darknet_kd.engine import cpu_has_bf16  # noqa: E402
+from darknet_kd.fileio import atomic_write  # noqa: E402
+from darknet_kd.model import Darknet  # noqa: E402
+from darknet_kd.model.weights import randomize  # noqa: E402
+
+
+def dkd_binary() -> str:
+    for p in (ROOT / ".venv" / "bin" / "dkd", ROOT / "build" / "cmake" / "python" / "lib" / "dkd"):
+        if p.exists():
+            return str(p)
+    sys.exit("bench/infer.py: the dkd binary is not built (make setup)")
+
+
+def timed(fn, runs: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts) * 1e3
+
+
+def bench_dkd(cfg, weights, size, batch, runs, threads, bf16, tmp) -> tuple[float, str]:
+    out = Path(tmp) / "dkd.json"
+    cmd = [dkd_binary(), "bench", str(cfg), str(weights), "--batch", str(batch), "--runs", str(runs), "--warmup", "1",
+           "--threads", str(threads), "--width", str(size), "--height", str(size), "--json", str(out)]
+    if bf16:
+        cmd.append("--bf16")
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    r = json.loads(out.read_text())
+    return r["median_ms"], r["precision"]
+
+
+def bench_opencv(cfg, weights, x, runs, threads) -> float:
+    cv2.setNumThreads(threads)
+    net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    names = net.getUnconnectedOutLayersNames()
+
+    def run():
+        net.setInput(x)
+        net.forward(names)
+    return timed(run, runs)
+
+
+def bench_torch(model, x, runs, threads) -> float:
+    torch.set_num_threads(threads)
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        return timed(lambda: model(xt), runs)
+
+
+def sized_cfg(cfg: Path, size: int, d: Path) -> Path:
+    import re
+
+    text = re.sub(r"(?m)^\s*width\s*=.*$", f"width={size}", cfg.read_text())
+    text = re.sub(r"(?m)^\s*height\s*=.*$", f"height={size}", text)
+    out = d / cfg.name
+    out.write_text(text)
+    return out
+
+
+def markdown(result) -> str:
+    lines = [f"`{result['command']}`", "",
+             f"{result['cpu']}, {result['threads']} threads, bf16 kernels: {result['bf16_cpu']}; "
+             f"load average {result['load_before']:.1f} before, {result['load_after']:.1f} after "
+             f"(on {os.cpu_count()} cores)", "",
+             "| model | engine | batch 1 latency (ms) | vs OpenCV | batch 8 throughput (img/s) | vs OpenCV |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['model']} | {r['engine']} | {r['b1_ms']:.1f} | {r['b1_speedup']:.2f}x | "
+                     f"{r['b8_ips']:.2f} | {r['b8_speedup']:.2f}x |")
+    lines.append("")
+    for g in result["goals"]:
+        lines.append(f"- {g}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--size", type=int, default=416)
+    p.add_argument("--cfgs", default="yolov4-tiny,yolov4")
+    p.add_argument("--runs", type=int, default=10, help="timed runs at batch 1 (batch 8: a third, at least 2)")
+    p.add_argument("--json", help="also write the result as JSON here (and the table beside it as .md)")
+    args = p.parse_args(argv)
+    command = "python bench/infer.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    print(f"$ {command}", flush=True)
+    load_before = os.getloadavg()[0]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.cfgs.split(","):
+            cfg = sized_cfg(ROOT / "cfg" / f"{name}.cfg", args.size, Path(tmp))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = Darknet.from_cfg(cfg).eval()
+            randomize(model, 0)
+            weights = Path(tmp) / f"{name}.weights"
+            model.save_weights(weights)
+            res = {}
+            for batch, runs in ((1, args.runs), (8, max(2, args.runs // 3))):
+                x = np.random.RandomState(0).rand(batch, 3, args.size, args.size).astype(np.float32)
+                res[("OpenCV DNN " + cv2.__version__, batch)] = bench_opencv(cfg, weights, x, runs, args.threads)
+                res[("PyTorch eager " + torch.__version__.split("+")[0], batch)] = bench_torch(model, x, runs, args.threads)
+                for bf16 in (False, True):
+                    ms, prec = bench_dkd(cfg, weights, args.size, batch, runs, args.threads, bf16, tmp)
+                    res[(f"dkd {prec}" + (" (bf16 asked)" if bf16 and prec != "bf16" else ""), batch)] = ms
+                print(f"{name} batch {batch}: " + ", ".join(f"{k[0]} {v:.1f} ms" for k, v in res.items() if k[1] == batch),
+                      flush=True)
+            engines = list(dict.fromkeys(k[0] for k in res))
+            ocv = next(e for e in engines if e.startswith("OpenCV"))
+            for e in engines:
+                b1, b8 = res[(e, 1)], res[(e, 8)]
+                rows.append({"model": f"{name} {args.size}", "engine": e, "b1_ms": b1, "b1_speedup": res[(ocv, 1)] / b1,
+                             "b8_ips": 8000.0 / b8, "b8_speedup": res[(ocv, 8)] / b8})
+    goals = []
+    for r in rows:
+        if r["engine"] == "dkd fp32":
+            goals.append(f"{r['model']}: dkd fp32 vs OpenCV DNN {r['b1_speedup']:.2f}x (batch 1), "
+                         f"{r['b8_speedup']:.2f}x (batch 8); goal 1.5x")
+        if r["engine"] == "dkd bf16":
+            goals.append(f"{r['model']}: dkd bf16 vs OpenCV DNN {r['b1_speedup']:.2f}x (batch 1), "
+                         f"{r['b8_speedup']:.2f}x (batch 8); goal 4x")
+    result = {"command": command.strip(), "cpu": platform.processor() or platform.machine(), "threads": args.threads,
+              "bf16_cpu": cpu_has_bf16(), "load_before": load_before, "load_after": os.getloadavg()[0],
+              "rows": rows, "goals": goals}
+    md = markdown(result)
+    print(md)
+    if args.json:
+        atomic_write(args.json, json.dumps(result, indent=1) + "\n")
+        atomic_write(Path(args.json).with_suffix(".md"), md)
+
+
+if __name__ == "__main__":
+    main()
