@@ -177,15 +177,4 @@ def translate_dataset(ckpt, src_data, out_dir, lists=None, ema=True, tile=1024, 
             "seconds_translating": t_translate, "dropped_keys": dropped}
 
 
-def translate_list(G, images, out_dir, device="cpu", tile=0, amp=False):
-    """Translate image files into ``out_dir`` (same file names); used by the evaluation."""
-    outs = []
-    for p in images:
-        dst = Path(out_dir) / Path(p).name
-        if not dst.exists():
-            translate_file(G, p, dst, device, tile, amp)
-        outs.append(dst)
-    return outs
-
-
-__all__ = ["load_generator", "translate_tensor", "translate_file", "translate_dataset", "translate_list"]
+__all__ = ["load_generator", "translate_tensor", "translate_file", "translate_dataset"]

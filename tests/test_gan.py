@@ -145,6 +145,22 @@ def test_projected_discriminator_frozen_backbone():
     assert torch.allclose(D.features(x.detach())[1], ref[16], atol=1e-5)
 
 
+def test_patch_sample_mlp_shares_positions():
+    torch.manual_seed(0)
+    F = PatchSampleMLP([3, 8], nc=16)
+    f0 = torch.randn(1, 3, 6, 6)
+    feats = [f0.repeat(2, 1, 1, 1), torch.randn(2, 8, 4, 4)]
+    out, ids = F(feats, num_patches=10)
+    assert [o.shape for o in out] == [(20, 16), (20, 16)]  # 10 positions an image, batch 2
+    assert torch.allclose(out[0].norm(dim=1), torch.ones(20))
+    assert torch.allclose(out[0][:10], out[0][10:])  # the same positions in every image of the batch
+    again, _ = F(feats, num_patches=10, patch_ids=ids)
+    assert torch.equal(again[0], out[0])
+    pos = ids[0][3]  # row 3 is the MLP of the feature vector at position ids[0][3]
+    ref = torch.nn.functional.normalize(F.heads[0](f0.flatten(2)[0, :, pos]), dim=0)
+    assert torch.allclose(out[0][3], ref, atol=1e-6)
+
+
 # ---------------------------------------------------------------- losses
 
 def test_patch_nce_hand_computed():
