@@ -392,7 +392,7 @@ def shifted_domain(tmp_path_factory):
     """A source model trained on bright rectangles and a hazy target (contrast 0.6)."""
     root = tmp_path_factory.mktemp("shift")
     src = make_rect_dataset(root / "src", n=48, seed=1, valid=False)
-    cfg = tiny_cfg(root, max_batches=200, steps=160)
+    cfg = tiny_cfg(root, max_batches=400, steps=320)
     s = Trainer(src, cfg, None, _topts(seed=0, map_every=10 ** 6)).run()
     target = _unlabelled_target(root / "target", n=32, seed=2, alpha=0.6, valid_n=32)
     return cfg, Path(s["weights"]), target

@@ -56,6 +56,7 @@ class TrainOptions:
     progress: bool = True
     eval_batch: int = 8
     chart: bool = True
+    channels_last: bool = True         # NHWC activations: ~2x faster convolutions on CPU (oneDNN)
 
     def to_dict(self):
         return asdict(self)
@@ -161,6 +162,8 @@ class Trainer:
         from ..loss.yolo import YoloLoss
 
         net = self.model.net
+        if self.opts.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.criterion = YoloLoss(self.model)
         self.optimizer = darknet_sgd(self.model, net)
         self.scaler = torch.amp.GradScaler("cuda") if (self.opts.amp and self.device.type == "cuda") else None
@@ -181,7 +184,7 @@ class Trainer:
         """Summed (over the mini-batch) loss and its parts for the progress bar."""
         with self.autocast():
             heads = self.train_model(images)
-        heads = [h.float() for h in heads]
+        heads = [h.float().contiguous() for h in heads]
         return self.criterion(heads, targets, tuple(images.shape[-2:]))
 
     def extra_state(self) -> dict:
@@ -291,6 +294,8 @@ class Trainer:
                     batches = iter(loader)
                     images, targets, infos = next(batches)
                 images, targets = images.to(self.device, non_blocking=True), targets.to(self.device)
+                if o.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
                 loss, parts = self.compute_loss(images, targets, infos)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss.item()} at iteration {self.iteration}: "
@@ -374,6 +379,7 @@ def add_train_arguments(p):
     p.add_argument("--clear", action="store_true", help="restart the iteration count of WEIGHTS (Darknet -clear)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--nchw", action="store_true", help="keep NCHW activations (default: channels-last, faster on CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -382,7 +388,8 @@ def options_from_args(args) -> TrainOptions:
                         subdivisions=args.subdivisions, workers=args.workers, seed=args.seed,
                         deterministic=args.deterministic, bf16=args.bf16, amp=args.amp, ema=args.ema,
                         save_every=args.save_every, map_every=args.map_every, resume=args.resume,
-                        clear=args.clear, device=args.device, threads=args.threads, progress=not args.quiet)
+                        clear=args.clear, device=args.device, threads=args.threads, progress=not args.quiet,
+                        channels_last=not args.nchw)
 
 
 def add_parser(sub):
