@@ -118,6 +118,7 @@ def translate_dataset(ckpt, src_data, out_dir, lists=None, ema=True, tile=1024, 
         for p in imgs:
             read_labels(label_path(p), src.classes)
 
+    G, _, _ = load_generator(ckpt, ema, device)  # a clear CheckpointError before anything else
     stamp = {"checkpoint": str(Path(ckpt).resolve()), "sha256": file_sha256(ckpt), "ema": bool(ema),
              "source": str(Path(src_data).resolve())}
     stamp_path = out / "translate.json"
@@ -139,7 +140,6 @@ def translate_dataset(ckpt, src_data, out_dir, lists=None, ema=True, tile=1024, 
             for d in dst_of.values():  # only the files this translation writes
                 if d.exists():
                     d.unlink()
-    G, _, _ = load_generator(ckpt, ema, device)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(stamp_path, json.dumps(stamp, indent=1))
 

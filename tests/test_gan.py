@@ -486,6 +486,8 @@ def test_cli_train_translate_and_errors(data, tmp_path, capsys):
     assert "blocks (checkpoint 1, command line 3)" in capsys.readouterr().err
     assert cli.main(["translate", str(tgt), str(src), str(tmp_path / "x")]) == 2
     assert "not a darknet-kd checkpoint" in capsys.readouterr().err
+    assert cli.main(["translate", str(tmp_path / "missing.ckpt"), str(src), str(tmp_path / "x")]) == 2
+    assert "missing.ckpt: checkpoint not found" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- metrics
