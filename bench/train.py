@@ -99,8 +99,11 @@ def worker(args):
         opt = darknet_sgd(model, model.net)
 
         def loss_fn():
-            return crit([h.float() for h in model(x)], targets, (args.size, args.size))[0] / args.batch
+            return crit([h.float().contiguous() for h in model(x)], targets, (args.size, args.size))[0] / args.batch
 
+    if not args.nchw:  # the trainer's default layout (and the fair floor for plain PyTorch)
+        net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if args.dtype == "bf16" else torch.autocast("cpu", enabled=False)
 
     def step():
@@ -127,6 +130,7 @@ def main():
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--nchw", action="store_true", help="NCHW activations (default channels-last, as the trainer)")
     p.add_argument("--json", help="also write the table as JSON here")
     p.add_argument("--worker", nargs=2, metavar=("IMPL", "DTYPE"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -138,12 +142,13 @@ def main():
         for dtype in ("fp32", "bf16"):
             cmd = [sys.executable, __file__, "--cfg", args.cfg, "--size", str(args.size), "--batch", str(args.batch),
                    "--iters", str(args.iters), "--threads", str(args.threads), "--worker", impl, dtype]
+            cmd += ["--nchw"] if args.nchw else []
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
     floor = {r["dtype"]: r["images_per_s"] for r in rows if r["impl"] == "plain"}
     cmd = "python bench/train.py " + " ".join(sys.argv[1:])
     print(f"\n`{cmd}` — {Path(args.cfg).name} at {args.size}, batch {args.batch}, {args.threads} threads, "
-          f"{args.iters} timed steps\n")
+          f"{args.iters} timed steps, {'NCHW' if args.nchw else 'channels-last'}\n")
     print("| implementation | dtype | images/s (fwd+bwd+step) | vs plain PyTorch | peak RSS MB |")
     print("|---|---|---|---|---|")
     for r in rows:
