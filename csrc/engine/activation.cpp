@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "engine/act_math.h"
 #include "engine/plan.h"
 
 namespace dkd {
@@ -43,30 +44,7 @@ Act parse_activation(const Section& sec, const std::string& def) {
     sec.error("unknown activation " + py_repr(name) + " (Darknet would silently use relu)", "activation");
 }
 
-float activate(Act a, float x) {
-    switch (a) {
-        case Act::kLinear: return x;
-        case Act::kLeaky: return x > 0 ? x : 0.1f * x;
-        case Act::kRelu: return x > 0 ? x : 0.f;
-        case Act::kRelu6: return std::min(std::max(x, 0.f), 6.f);
-        case Act::kLogistic: return 1.f / (1.f + std::exp(-x));
-        case Act::kTanh: return std::tanh(x);
-        case Act::kMish: {
-            float sp = x > 20 ? x : (x < -20 ? std::exp(x) : std::log1p(std::exp(x)));
-            return x * std::tanh(sp);
-        }
-        case Act::kHardMish: return x > 0 ? x : (x > -2 ? x * x / 2 + x : 0.f);
-        case Act::kSwish: return x / (1.f + std::exp(-x));
-        case Act::kElu: return x > 0 ? x : std::expm1(x);
-        case Act::kSelu: return 1.0507009873554805f * (x > 0 ? x : 1.6732632423543772f * std::expm1(x));
-        case Act::kGelu: return 0.5f * x * (1 + std::tanh(0.797885f * x + 0.035677f * x * x * x));
-        case Act::kRelie: return x > 0 ? x : 0.01f * x;
-        case Act::kHardtan: return std::min(std::max(x, -1.f), 1.f);
-        case Act::kLhtan: return x < 0 ? 0.001f * x : (x > 1 ? 0.001f * (x - 1) + 1 : x);
-        case Act::kLoggy: return 2.f / (1.f + std::exp(-x)) - 1;
-    }
-    return x;
-}
+float activate(Act a, float x) { return activate_code(static_cast<int>(a), x); }
 
 bool activation_post_ops(Act a, dnnl::post_ops& po) {
     using alg = dnnl::algorithm;

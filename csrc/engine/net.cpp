@@ -12,7 +12,7 @@
 #include "engine/weights.h"
 #include "ops/nms/nms.h"
 #include "ops/yolo_decode/yolo_decode.h"
-#ifdef DKD_WITH_CUDA
+#ifdef DKD_ENGINE_CUDA
 #include "engine/cuda/cuda_net.h"
 #endif
 
@@ -87,7 +87,7 @@ NetInfo parse_net(const Section& sec) {
 
 // Defined here so that unique_ptr<CudaState> sees the complete type.
 struct Net::CudaState {
-#ifdef DKD_WITH_CUDA
+#ifdef DKD_ENGINE_CUDA
     std::unique_ptr<CudaNet> net;
 #endif
 };
@@ -96,9 +96,9 @@ Net::Net(const std::string& cfg_path, int64_t width, int64_t height, Precision p
     : cfg_(parse_cfg_file(cfg_path)), precision_(precision), device_(device) {
     if (device != DKD_DEVICE_CPU && device != DKD_DEVICE_CUDA)
         fail(DKD_ERR_DEVICE, "net_load: device=", device, " is neither DKD_DEVICE_CPU (0) nor DKD_DEVICE_CUDA (1)");
-#ifndef DKD_WITH_CUDA
+#ifndef DKD_ENGINE_CUDA
     if (device == DKD_DEVICE_CUDA)
-        fail(DKD_ERR_DEVICE, "net_load: this libdkd was built without CUDA (configure with nvcc and -DDKD_CUDA=ON)");
+        fail(DKD_ERR_DEVICE, "net_load: this libdkd was built without the engine's CUDA path (needs nvcc and cuBLAS)");
 #endif
     if (width < 0 || height < 0 || width > 16384 || height > 16384)
         fail(DKD_ERR_VALUE, "net_load: width=", width, ", height=", height, " must lie in [0, 16384] (0: the cfg's)");
@@ -165,7 +165,7 @@ void Net::load_weights(const std::string& path) {
                                     " loaded, the later layers keep zero weights"));
     plans_.clear();
     last_ = nullptr;
-#ifdef DKD_WITH_CUDA
+#ifdef DKD_ENGINE_CUDA
     cuda_->net.reset();
 #endif
 }
@@ -232,7 +232,7 @@ Plan& Net::plan_for(int64_t batch) {
 void Net::forward(const float* input, int64_t batch) {
     check_not_null(input, "net_forward", "input");
     if (batch < 1 || batch > 4096) fail(DKD_ERR_SIZE, "net_forward: batch=", batch, " must lie in [1, 4096]");
-#ifdef DKD_WITH_CUDA
+#ifdef DKD_ENGINE_CUDA
     if (device_ == DKD_DEVICE_CUDA) {
         if (!cuda_->net) cuda_->net = std::make_unique<CudaNet>(layers_, info_);
         cuda_->net->forward(input, batch);
@@ -253,7 +253,7 @@ void Net::forward(const float* input, int64_t batch) {
 const float* Net::head(size_t i) const {
     if (i >= yolo_.size()) fail(DKD_ERR_VALUE, "net_head: index ", i, " is not below the ", yolo_.size(), " [yolo] layers");
     if (last_batch_ == 0) fail(DKD_ERR_VALUE, "net_head: no forward has run");
-#ifdef DKD_WITH_CUDA
+#ifdef DKD_ENGINE_CUDA
     if (device_ == DKD_DEVICE_CUDA) return cuda_->net->head(i);
 #endif
     return static_cast<const float*>(last_->data(last_->heads[i]));

@@ -55,8 +55,8 @@ public:
     virtual void set_weights(const float* /*data*/) {}
     // Adds this layer's CPU steps (oneDNN primitives / kernels) to the plan.
     virtual void plan_cpu(Plan& p) const = 0;
-#ifdef DKD_WITH_CUDA
-    // Runs the layer on the CUDA device (engine/cuda/): outputs[i] are device buffers (NCHW f32).
+#ifdef DKD_ENGINE_CUDA
+    // Runs the layer on the CUDA device (engine/cuda/): device buffers, NCHW float32.
     virtual void forward_cuda(class CudaContext& ctx) const = 0;
 #endif
 };

@@ -1,6 +1,10 @@
 // [avgpool]: global average over H x W (avgpool_layer.c), a oneDNN average pooling with the
 // whole plane as window.  As layers.py AvgPool.
 #include "engine/layers/util.h"
+#ifdef DKD_ENGINE_CUDA
+#include "engine/cuda/cuda_net.h"
+#include "engine/cuda/kernels.h"
+#endif
 
 namespace dkd {
 namespace engine {
@@ -18,6 +22,11 @@ public:
         p.add(pooling_forward(pd), pd.scratchpad_desc(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
         p.set_output(index, dst);
     }
+#ifdef DKD_ENGINE_CUDA
+    void forward_cuda(CudaContext& ctx) const override {
+        cuda::avgpool(ctx.input(*this), ctx.batch * in.c, in.h * in.w, ctx.alloc_output(*this), ctx.stream);
+    }
+#endif
 };
 
 }  // namespace

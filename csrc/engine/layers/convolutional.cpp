@@ -5,6 +5,10 @@
 #include <cmath>
 
 #include "engine/layers/util.h"
+#ifdef DKD_ENGINE_CUDA
+#include "engine/cuda/cuda_net.h"
+#include "engine/cuda/kernels.h"
+#endif
 
 namespace dkd {
 namespace engine {
@@ -78,6 +82,27 @@ public:
         if (!fused) apply_activation(p, dst, act);
         p.set_output(index, dst);
     }
+
+#ifdef DKD_ENGINE_CUDA
+    // im2col + SGEMM per image and group (Darknet's forward_convolutional_layer_gpu without
+    // cuDNN), then bias + activation.
+    void forward_cuda(CudaContext& ctx) const override {
+        const float* x = ctx.input(*this);
+        float* y = ctx.alloc_output(*this);
+        const int64_t cg = in.c / groups, m = n / groups, k = cg * size * size, hw = out.h * out.w;
+        const float* w = ctx.constant(*this, 0, weights, n * per_filter());
+        const float* b = ctx.constant(*this, 1, bias, n);
+        const bool direct = size == 1 && sx == 1 && sy == 1 && padding == 0;
+        float* col = direct ? nullptr : ctx.workspace(k * hw);
+        for (int64_t i = 0; i < ctx.batch; ++i)
+            for (int64_t g = 0; g < groups; ++g) {
+                const float* im = x + (i * in.c + g * cg) * in.h * in.w;
+                if (!direct) cuda::im2col(im, cg, in.h, in.w, size, sy, sx, padding, dilation, out.h, out.w, col, ctx.stream);
+                cuda::gemm(ctx.cublas, m, hw, k, w + g * m * k, direct ? im : col, y + (i * n + g * m) * hw);
+            }
+        cuda::bias_act(y, b, ctx.batch, n, hw, static_cast<int>(act), ctx.stream);
+    }
+#endif
 };
 
 }  // namespace

@@ -1,6 +1,10 @@
 // [dropout]: identity at inference (Darknet scales only in training); the same buffer.
 // Validation as layers.py Dropout.
 #include "engine/layers/util.h"
+#ifdef DKD_ENGINE_CUDA
+#include "engine/cuda/cuda_net.h"
+#include "engine/cuda/kernels.h"
+#endif
 
 namespace dkd {
 namespace engine {
@@ -15,6 +19,9 @@ public:
         return buf;
     }
     void plan_cpu(Plan& p) const override { p.set_output(index, p.input_of(*this)); }
+#ifdef DKD_ENGINE_CUDA
+    void forward_cuda(CudaContext& ctx) const override { ctx.alias_output(*this, ctx.input(*this)); }
+#endif
 };
 
 }  // namespace

@@ -3,6 +3,10 @@
 // image never win.  oneDNN max pooling with left padding padding/2 and right padding the rest
 // (its padded cells are ignored, as Darknet's).  Validation as layers.py MaxPool.
 #include "engine/layers/util.h"
+#ifdef DKD_ENGINE_CUDA
+#include "engine/cuda/cuda_net.h"
+#include "engine/cuda/kernels.h"
+#endif
 
 namespace dkd {
 namespace engine {
@@ -32,6 +36,13 @@ public:
         p.add(pooling_forward(pd), pd.scratchpad_desc(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
         p.set_output(index, dst);
     }
+
+#ifdef DKD_ENGINE_CUDA
+    void forward_cuda(CudaContext& ctx) const override {
+        cuda::maxpool(ctx.input(*this), ctx.batch * in.c, in.h, in.w, size, sy, sx, padding, out.h, out.w,
+                      ctx.alloc_output(*this), ctx.stream);
+    }
+#endif
 
     std::string cfg_path;
     [[noreturn]] void cfg_fail_layer(const std::string& msg) const {

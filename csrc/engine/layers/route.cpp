@@ -2,7 +2,13 @@
 // groups=G, group_id=g each input contributes its g-th channel slice (route_layer.c).
 // One input without groups is the same buffer (no copy); otherwise a oneDNN concat of the
 // inputs or of channel-slice views of them.  Validation as layers.py Route.
+#include <map>
+
 #include "engine/layers/util.h"
+#ifdef DKD_ENGINE_CUDA
+#include "engine/cuda/cuda_net.h"
+#include "engine/cuda/kernels.h"
+#endif
 
 namespace dkd {
 namespace engine {
@@ -59,6 +65,23 @@ public:
         p.add(concat(pd), pd.scratchpad_desc(), args);
         p.set_output(index, dst);
     }
+
+#ifdef DKD_ENGINE_CUDA
+    void forward_cuda(CudaContext& ctx) const override {
+        if (srcs.size() == 1 && groups == 1) {
+            ctx.alias_output(*this, ctx.output(srcs[0]));
+            return;
+        }
+        float* y = ctx.alloc_output(*this);
+        int64_t at = 0;
+        for (int s : srcs) {
+            const int64_t c = shape_c_.at(s), part = c / groups;
+            cuda::copy_channels(ctx.output(s), ctx.batch, c, part * group_id, part, out.h * out.w, y, out.c, at, ctx.stream);
+            at += part;
+        }
+    }
+#endif
+    std::map<int, int64_t> shape_c_;  // channels of each source layer
 };
 
 }  // namespace
@@ -84,6 +107,7 @@ std::unique_ptr<Layer> make_route(int index, const Shape& in, const Section& sec
                       "layers");
         if (sh.c % l->groups) sec.error(str("groups=", l->groups, " does not divide the ", sh.c, " channels of layer ", s), "groups");
         c += sh.c / l->groups;
+        l->shape_c_[s] = sh.c;
     }
     l->out = Shape{c, first.h, first.w};
     return l;

@@ -1,6 +1,10 @@
 // [shortcut]: out = activation(previous + layer `from`) (shortcut_layer.c, same shapes only,
 // no weights) as a oneDNN binary add with the activation as post-op.  Validation as layers.py Shortcut.
 #include "engine/layers/util.h"
+#ifdef DKD_ENGINE_CUDA
+#include "engine/cuda/cuda_net.h"
+#include "engine/cuda/kernels.h"
+#endif
 
 namespace dkd {
 namespace engine {
@@ -32,6 +36,13 @@ public:
         if (!fused) apply_activation(p, dst, act);
         p.set_output(index, dst);
     }
+
+#ifdef DKD_ENGINE_CUDA
+    void forward_cuda(CudaContext& ctx) const override {
+        cuda::add_act(ctx.input(*this), ctx.output(from), ctx.batch * in.size(), static_cast<int>(act),
+                      ctx.alloc_output(*this), ctx.stream);
+    }
+#endif
 };
 
 }  // namespace

@@ -2,6 +2,10 @@
 // a oneDNN nearest resampling (index floor(y/stride) for integer factors) and, for scale != 1,
 // an in-place linear eltwise.  Validation as layers.py Upsample.
 #include "engine/layers/util.h"
+#ifdef DKD_ENGINE_CUDA
+#include "engine/cuda/cuda_net.h"
+#include "engine/cuda/kernels.h"
+#endif
 
 namespace dkd {
 namespace engine {
@@ -36,6 +40,17 @@ public:
         }
         p.set_output(index, dst);
     }
+
+#ifdef DKD_ENGINE_CUDA
+    void forward_cuda(CudaContext& ctx) const override {
+        if (stride == 1 && scale == 1.0) {
+            ctx.alias_output(*this, ctx.input(*this));
+            return;
+        }
+        cuda::upsample(ctx.input(*this), ctx.batch * in.c, in.h, in.w, stride, (float)scale, ctx.alloc_output(*this),
+                       ctx.stream);
+    }
+#endif
 
     void eltwise(Plan& p, int src, int dst) const {
         using namespace dnnl;

@@ -5,6 +5,10 @@
 
 #include "dkd/dkd.h"
 #include "engine/layers/util.h"
+#ifdef DKD_ENGINE_CUDA
+#include "engine/cuda/cuda_net.h"
+#include "engine/cuda/kernels.h"
+#endif
 
 namespace dkd {
 namespace engine {
@@ -27,6 +31,10 @@ public:
         p.heads.push_back(head);
         p.set_output(index, head);
     }
+#ifdef DKD_ENGINE_CUDA
+    // The head is the previous layer's output; CudaNet copies it to the host.
+    void forward_cuda(CudaContext& ctx) const override { ctx.alias_output(*this, ctx.input(*this)); }
+#endif
 };
 
 }  // namespace
