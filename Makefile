@@ -13,7 +13,9 @@ PIP_PKGS := torch==2.13.0 "numpy<3" "opencv-python-headless>=4.8,<5" "pycocotool
             "pybind11>=2.12" "cffi>=1.16" "cmake>=3.25" ninja "tqdm>=4.66" "pytest>=8" \
             "matplotlib>=3.8" setuptools wheel
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean core-test cuda-check asan-test
+BUILD := build/cmake
+NVCC := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 setup: $(STAMP)
 
 $(STAMP): setup.py Makefile CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
@@ -30,8 +32,36 @@ $(STAMP): setup.py Makefile CMakeLists.txt $(shell find csrc -type f 2>/dev/null
 demo: setup
 	$(PYTHON) scripts/demo.py
 
-test: setup
+test: setup core-test cuda-check
 	$(PYTHON) -m pytest -q tests
+
+# The C++ tests of the core (ctest in the build that `make setup` made).
+core-test: setup
+	$(VENV)/bin/ctest --test-dir $(BUILD) --output-on-failure
+
+# With nvcc present: the ops' CUDA kernels must have been compiled for sm_80 and sm_90.
+cuda-check: setup
+	@if [ -z "$(NVCC)" ]; then echo "cuda-check: nvcc not found, skipped"; exit 0; fi; \
+	objs=$$(find $(BUILD) -path '*dkd_cuda_ops.dir*' -name '*.o' | sort); \
+	[ -n "$$objs" ] || { echo "cuda-check: nvcc exists but no CUDA objects were built"; exit 1; }; \
+	cuobjdump=$$(dirname $(NVCC))/cuobjdump; \
+	for o in $$objs; do for a in sm_80 sm_90; do \
+	  $$cuobjdump --list-elf $$o | grep -q $$a || { echo "cuda-check: $$o has no $$a code"; exit 1; }; done; \
+	  echo "cuda-check: $$(basename $$o) compiled for sm_80 and sm_90"; done
+
+# AddressSanitizer + UBSan build of libdkd, _C and the C++ tests (build/asan, CPU only),
+# then the C++ tests and the op tests against it (the ASan runtime preloaded into Python).
+asan-test: setup
+	$(VENV)/bin/cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDKD_SANITIZE=ON \
+	  -DPython_EXECUTABLE=$(abspath $(PYTHON)) -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja)
+	$(VENV)/bin/cmake --build build/asan --parallel
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(VENV)/bin/ctest --test-dir build/asan --output-on-failure
+	LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  DKD_C_MODULE=$$(ls $(abspath build/asan)/python/_C*.so) DKD_LIBDKD=$(abspath build/asan)/python/lib/libdkd.so \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/test_ops_nms.py tests/test_ops_yolo_decode.py \
+	  tests/test_ops_kd_loss.py tests/test_capi.py
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done

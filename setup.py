@@ -11,6 +11,7 @@ Environment knobs:
   DKD_BUILD_TYPE=...  CMake build type (default Release)
   DKD_CMAKE_ARGS="-D..."  extra CMake arguments
 """
+import fcntl
 import os
 import shlex
 import shutil
@@ -65,16 +66,20 @@ class CMakeBuild(build_ext):
         if not (build_dir / "CMakeCache.txt").exists() and ninja:
             args += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
         args += shlex.split(os.environ.get("DKD_CMAKE_ARGS", ""))
-        subprocess.run([cmake, "-S", ext.sourcedir, "-B", str(build_dir), *args], check=True)
         jobs = str(os.cpu_count() or 2)
-        subprocess.run([cmake, "--build", str(build_dir), "--parallel", jobs], check=True)
-        # CMake leaves _C in <build>/python and libdkd in <build>/python/lib (stable paths for
-        # ctest and `make asan-test`); copy both where setuptools expects the extension.
-        built = build_dir / "python"
-        (extdir / "lib").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(built / Path(self.get_ext_filename(ext.name)).name, self.get_ext_fullpath(ext.name))
-        shutil.copy2(built / "lib" / "libdkd.so", extdir / "lib" / "libdkd.so")
-        shutil.copy2(ROOT / "csrc" / "include" / "dkd" / "dkd.h", extdir / "lib" / "dkd.h")  # for darknet_kd.capi
+        # One build at a time per build folder: two `pip install -e .` at once (several
+        # people share a checkout) would otherwise race inside the same ninja tree.
+        with open(build_dir / ".build-lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            subprocess.run([cmake, "-S", ext.sourcedir, "-B", str(build_dir), *args], check=True)
+            subprocess.run([cmake, "--build", str(build_dir), "--parallel", jobs], check=True)
+            # CMake leaves _C in <build>/python and libdkd in <build>/python/lib (stable paths
+            # for ctest and `make asan-test`); copy both where setuptools expects the extension.
+            built = build_dir / "python"
+            (extdir / "lib").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(built / Path(self.get_ext_filename(ext.name)).name, self.get_ext_fullpath(ext.name))
+            shutil.copy2(built / "lib" / "libdkd.so", extdir / "lib" / "libdkd.so")
+            shutil.copy2(ROOT / "csrc" / "include" / "dkd" / "dkd.h", extdir / "lib" / "dkd.h")  # darknet_kd.capi
 
     # libdkd.so (and its header, read by darknet_kd.capi) sit beside _C in lib/; setuptools
     # only knows about _C, so these make them travel with it: into the source tree

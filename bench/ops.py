@@ -67,20 +67,21 @@ def detector_like_boxes(n, seed=0):
 
 
 def torch_nms(boxes, scores, thresh, block=2048):
-    """Vectorised PyTorch reference: sort, IoU-over-threshold matrix in row blocks, then the
-    greedy scan as whole-row boolean ORs."""
+    """Vectorised PyTorch reference: sort, the IoU > thresh matrix in row blocks (PyTorch),
+    then the greedy scan as whole-row boolean ORs (NumPy: a PyTorch op per row costs more)."""
     order = torch.sort(scores, descending=True, stable=True).indices
     b = boxes[order]
     n = len(b)
     over = torch.empty((n, n), dtype=torch.bool)
     for i in range(0, n, block):
         over[i:i + block] = pairwise_iou(b[i:i + block], b) > thresh
-    removed = torch.zeros(n, dtype=torch.bool)
+    over_np = over.numpy()
+    removed = np.zeros(n, dtype=bool)
     keep = []
     for i in range(n):
         if not removed[i]:
             keep.append(i)
-            removed |= over[i]
+            removed |= over_np[i]
     return order[torch.tensor(keep, dtype=torch.int64)]
 
 

@@ -61,6 +61,9 @@ inline void check_device(int device, const char* op) {
 #ifndef DKD_WITH_CUDA
     if (device == DKD_DEVICE_CUDA)
         fail(DKD_ERR_DEVICE, op, ": this libdkd was built without CUDA (configure with nvcc and -DDKD_CUDA=ON)");
+#else
+    if (device == DKD_DEVICE_CUDA && dkd_cuda_device_count() == 0)
+        fail(DKD_ERR_DEVICE, op, ": no CUDA device is available (driver missing or no GPU)");
 #endif
 }
 

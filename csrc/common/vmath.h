@@ -30,7 +30,8 @@ static inline float exp(float x) {
     // n = round(x / ln2) by the 1.5*2^23 shifter (round-to-nearest, no branch)
     const float shifter = 12582912.0f;
     float kd = xc * 1.44269504088896341f + shifter;
-    int32_t n = float_to_bits(kd) - float_to_bits(shifter);
+    // unsigned arithmetic: well defined for every input (NaN gives garbage n, then NaN out)
+    uint32_t n = static_cast<uint32_t>(float_to_bits(kd)) - static_cast<uint32_t>(float_to_bits(shifter));
     float fn = kd - shifter;
     float r = xc - fn * 0.693359375f;
     r = r - fn * -2.12194440e-4f;
@@ -42,17 +43,17 @@ static inline float exp(float x) {
     p = p * r + 1.6666665459E-1f;
     p = p * r + 5.0000001201E-1f;
     p = p * r2 + r + 1.0f;
-    float y = p * bits_to_float((n + 127) << 23);
+    float y = p * bits_to_float(static_cast<int32_t>((n + 127u) << 23));
     y = x < lo ? 0.f : y;
     return x != x ? x : y;
 }
 
 // natural log for x > 0 (x = 0 gives -inf, x < 0 or NaN gives NaN).
 static inline float log(float x) {
-    int32_t ix = float_to_bits(x);
+    uint32_t ix = static_cast<uint32_t>(float_to_bits(x));
     // normalise the mantissa to [sqrt(0.5), sqrt(2))
-    int32_t e = ((ix >> 23) & 0xff) - 127;
-    float m = bits_to_float((ix & 0x007fffff) | 0x3f800000);  // [1, 2)
+    int32_t e = static_cast<int32_t>((ix >> 23) & 0xffu) - 127;
+    float m = bits_to_float(static_cast<int32_t>((ix & 0x007fffffu) | 0x3f800000u));  // [1, 2)
     bool big = m > 1.41421356237f;
     m = big ? m * 0.5f : m;
     e = big ? e + 1 : e;
