@@ -97,7 +97,7 @@ def scale_schedule(net, max_batches: int | None) -> None:
         f = max_batches / net.max_batches
         net.steps = [max(1, int(round(s * f))) for s in net.steps]
         net.step = max(1, int(round(net.step * f)))
-        net.burn_in = min(net.burn_in, max(0, max_batches // 10)) if net.burn_in else 0
+        net.burn_in = min(net.burn_in, max(1, max_batches // 4)) if net.burn_in else 0
     net.max_batches = max_batches
 
 
@@ -236,8 +236,9 @@ class Trainer:
                     torch.distributed.all_reduce(b)
                     b.div_(self.world)
 
-    def save(self, final: bool = False):
-        self._sync_buffers()  # every rank takes part
+    def save(self, final: bool = False, sync: bool = True):
+        if sync:
+            self._sync_buffers()  # every rank takes part
         if self.rank != 0:
             return
         m = self.export_model()
@@ -332,6 +333,9 @@ class Trainer:
             bar.set_postfix(last, refresh=False)
             bar.update(1)
             end = self.iteration >= net.max_batches
+            save_now = self.iteration % o.save_every == 0 or end
+            if save_now:  # before evaluating: a failed evaluation never loses the weights
+                self.save(final=end)
             if self.iteration % map_every == 0 or end:
                 m = self.evaluate() if self.rank == 0 else None
                 if m is not None:
@@ -341,15 +345,14 @@ class Trainer:
                               f" (best {100 * max(self.best_map, m):.2f} %)")
                     if m > self.best_map:
                         self.best_map = m
-                        if self.rank == 0:
-                            self.export_model().save_weights(self.backup / f"{self.stem}_best.weights")
-            if self.iteration % o.save_every == 0 or end:
-                self.save(final=end)
-                if o.chart and self.rank == 0:
-                    draw_chart(self.backup / "chart.png", self.history["iters"], self.history["loss"],
-                               self.history["map_iters"], self.history["map"],
-                               f"{self.kind} {self.stem}  (iteration {self.iteration}/{net.max_batches})",
-                               net.max_batches)
+                        self.export_model().save_weights(self.backup / f"{self.stem}_best.weights")
+                    if save_now:  # the checkpoint carries the new mAP history (rank 0 only: no sync)
+                        self.save(final=end, sync=False)
+            if save_now and o.chart and self.rank == 0:
+                draw_chart(self.backup / "chart.png", self.history["iters"], self.history["loss"],
+                           self.history["map_iters"], self.history["map"],
+                           f"{self.kind} {self.stem}  (iteration {self.iteration}/{net.max_batches})",
+                           net.max_batches)
         bar.close()
         summary = {"iterations": self.iteration, "final_loss": self.avg_loss,
                    "best_map": self.best_map if self.best_map >= 0 else None,
