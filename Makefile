@@ -63,6 +63,10 @@ asan-test: setup
 	  DKD_C_MODULE=$$(ls $(abspath build/asan)/python/_C*.so) DKD_LIBDKD=$(abspath build/asan)/python/lib/libdkd.so \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/test_ops_nms.py tests/test_ops_yolo_decode.py \
 	  tests/test_ops_kd_loss.py tests/test_capi.py
+	LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  DKD_C_MODULE=$$(ls $(abspath build/asan)/python/_C*.so) DKD_LIBDKD=$(abspath build/asan)/python/lib/libdkd.so \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/test_engine.py -k "(errors or fuzz or cffi or threads) and not cli"
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
