@@ -7,7 +7,7 @@ Every step is a command a user would type; each is printed before it runs, with 
 3. mAP@0.5 on the day and night test splits (`darknet-kd map`), as `darknet detector map` does.
 4. Drawn detections on night test images (`darknet-kd detect --out`).
 
-    .venv/bin/python scripts/demo.py [--out runs/demo] [--preset cpu] [--iterations 400]
+    .venv/bin/python scripts/demo.py [--out runs/demo] [--preset cpu] [--iterations 300]
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "runs" / "demo"))
     p.add_argument("--preset", default="cpu")
-    p.add_argument("--iterations", type=int, default=400, help="training iterations (batch 16)")
+    p.add_argument("--iterations", type=int, default=300, help="training iterations (batch 16)")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
     out = Path(args.out)
