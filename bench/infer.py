@@ -4,7 +4,8 @@ PyTorch eager on the same seeded random weights; one run, one table (Markdown, J
 Latency at batch 1 (median ms per image) and throughput at batch 8 (images/s), 416x416, for
 yolov4-tiny and yolov4.  dkd is timed by its own `dkd bench` (C++, the forward pass incl.
 the decode of all rows, no image IO); OpenCV DNN (readNetFromDarknet, OPENCV backend, CPU) and
-PyTorch (darknet_kd.model, eval, no_grad) in this process.  All use --threads threads.  Goals
+PyTorch (darknet_kd.model, eval, no_grad) in this process.  All use --threads threads.  With
+a GPU and a libdkd built with the engine's CUDA path, a `dkd cuda fp32` row is added.  Goals
 (issue #7): dkd fp32 >= 1.5x OpenCV DNN, dkd bf16 >= 4x.
 
     .venv/bin/python bench/infer.py [--threads 2] [--size 416] [--cfgs yolov4-tiny,yolov4]
@@ -59,15 +60,28 @@ def timed(fn, runs: int, warmup: int = 1) -> float:
     return statistics.median(ts) * 1e3
 
 
-def bench_dkd(cfg, weights, size, batch, runs, threads, bf16, tmp) -> tuple[float, str]:
+def bench_dkd(cfg, weights, size, batch, runs, threads, bf16, tmp, device="cpu") -> tuple[float, str]:
     out = Path(tmp) / "dkd.json"
     cmd = [dkd_binary(), "bench", str(cfg), str(weights), "--batch", str(batch), "--runs", str(runs), "--warmup", "1",
            "--threads", str(threads), "--width", str(size), "--height", str(size), "--json", str(out)]
     if bf16:
         cmd.append("--bf16")
+    cmd += ["--device", device]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     r = json.loads(out.read_text())
     return r["median_ms"], r["precision"]
+
+
+def cuda_engine() -> bool:
+    """True when libdkd has the engine's CUDA path and a CUDA device is there."""
+    from darknet_kd.engine import Net
+    from darknet_kd.errors import DarknetKDError
+
+    try:
+        Net(ROOT / "cfg" / "yolov4-tiny.cfg", device="cuda", width=32, height=32).close()
+        return True
+    except DarknetKDError:
+        return False
 
 
 def bench_opencv(cfg, weights, x, runs, threads) -> float:
@@ -127,6 +141,7 @@ def main(argv=None):
     command = "python bench/infer.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     print(f"$ {command}", flush=True)
     load_before = os.getloadavg()[0]
+    cuda = cuda_engine()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cfgs.split(","):
@@ -145,6 +160,9 @@ def main(argv=None):
                 for bf16 in (False, True):
                     ms, prec = bench_dkd(cfg, weights, args.size, batch, runs, args.threads, bf16, tmp)
                     res[(f"dkd {prec}" + (" (bf16 asked)" if bf16 and prec != "bf16" else ""), batch)] = ms
+                if cuda:  # the engine's CUDA path (cuBLAS), when built with it and a GPU is there
+                    res[("dkd cuda fp32", batch)] = bench_dkd(cfg, weights, args.size, batch, runs, args.threads,
+                                                              False, tmp, "cuda")[0]
                 print(f"{name} batch {batch}: " + ", ".join(f"{k[0]} {v:.1f} ms" for k, v in res.items() if k[1] == batch),
                       flush=True)
             engines = list(dict.fromkeys(k[0] for k in res))

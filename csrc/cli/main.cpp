@@ -1,8 +1,8 @@
 // `dkd`: the compiled inference CLI over libdkd's C API (dkd/dkd.h).
 //
 //   dkd detect CFG WEIGHTS IMAGE|DIR|LIST [--names FILE] [--thresh T] [--nms N] [--letterbox]
-//              [--bf16] [--json OUT] [--draw DIR] [--threads N] [--quiet]
-//   dkd bench  CFG WEIGHTS [--batch N] [--runs N] [--warmup N] [--bf16] [--threads N]
+//              [--bf16] [--json OUT] [--draw DIR] [--threads N] [--device cpu|cuda] [--quiet]
+//   dkd bench  CFG WEIGHTS [--batch N] [--runs N] [--warmup N] [--bf16] [--threads N] [--device cpu|cuda]
 //              [--width W] [--height H] [--json OUT]
 //   dkd info   CFG [WEIGHTS] [--width W] [--height H]
 //
@@ -42,8 +42,8 @@ struct InputError : std::runtime_error {
 
 const char* kUsage =
     "usage: dkd detect CFG WEIGHTS IMAGE|DIR|LIST [--names FILE] [--thresh T] [--nms N] [--letterbox]\n"
-    "                  [--bf16] [--json OUT] [--draw DIR] [--threads N] [--quiet]\n"
-    "       dkd bench  CFG WEIGHTS [--batch N] [--runs N] [--warmup N] [--bf16] [--threads N]\n"
+    "                  [--bf16] [--json OUT] [--draw DIR] [--threads N] [--device cpu|cuda] [--quiet]\n"
+    "       dkd bench  CFG WEIGHTS [--batch N] [--runs N] [--warmup N] [--bf16] [--threads N] [--device cpu|cuda]\n"
     "                  [--width W] [--height H] [--json OUT]\n"
     "       dkd info   CFG [WEIGHTS] [--width W] [--height H]\n";
 
@@ -104,9 +104,12 @@ void check(int status) {
 struct NetHandle {
     dkd_net* net = nullptr;
     dkd_net_desc desc{};
-    NetHandle(const std::string& cfg, const std::string* weights, int w, int h, bool bf16, int threads) {
+    NetHandle(const std::string& cfg, const std::string* weights, int w, int h, bool bf16, int threads,
+              const std::string& device = "cpu") {
+        if (device != "cpu" && device != "cuda") throw UsageError("--device must be cpu or cuda");
         check(dkd_net_load(cfg.c_str(), weights ? weights->c_str() : nullptr, w, h,
-                           bf16 ? DKD_PRECISION_BF16 : DKD_PRECISION_FP32, DKD_DEVICE_CPU, &net));
+                           bf16 ? DKD_PRECISION_BF16 : DKD_PRECISION_FP32,
+                           device == "cuda" ? DKD_DEVICE_CUDA : DKD_DEVICE_CPU, &net));
         if (threads) check(dkd_net_set_threads(net, threads));
         check(dkd_net_describe(net, &desc));
     }
@@ -230,11 +233,12 @@ void color_of(int k, uint8_t c[3]) {
 
 // ---- commands ------------------------------------------------------------------------------
 int cmd_detect(int argc, char** argv) {
-    Args a = parse_args(argc, argv, {"letterbox", "bf16", "quiet"}, {"names", "thresh", "nms", "json", "draw", "threads"});
+    Args a = parse_args(argc, argv, {"letterbox", "bf16", "quiet"},
+                        {"names", "thresh", "nms", "json", "draw", "threads", "device"});
     if (a.pos.size() != 3) throw UsageError("detect needs CFG WEIGHTS IMAGE|DIR|LIST");
     double thresh = a.num("thresh", 0.25), nms = a.num("nms", 0.45);
     if (thresh < 0 || thresh >= 1) throw UsageError("--thresh must lie in [0, 1)");
-    NetHandle net(a.pos[0], &a.pos[1], 0, 0, a.flag("bf16"), a.integer("threads", 0, 0, 4096));
+    NetHandle net(a.pos[0], &a.pos[1], 0, 0, a.flag("bf16"), a.integer("threads", 0, 0, 4096), a.get("device", "cpu"));
     net.print_warnings();
     std::vector<std::string> names;
     if (a.flag("names")) {
@@ -304,12 +308,12 @@ int cmd_detect(int argc, char** argv) {
 }
 
 int cmd_bench(int argc, char** argv) {
-    Args a = parse_args(argc, argv, {"bf16"}, {"batch", "runs", "warmup", "threads", "width", "height", "json"});
+    Args a = parse_args(argc, argv, {"bf16"}, {"batch", "runs", "warmup", "threads", "width", "height", "json", "device"});
     if (a.pos.size() != 2) throw UsageError("bench needs CFG WEIGHTS");
     int batch = a.integer("batch", 1, 1, 4096), runs = a.integer("runs", 20, 1, 100000);
     int warmup = a.integer("warmup", 3, 0, 100000);
     NetHandle net(a.pos[0], &a.pos[1], a.integer("width", 0, 0, 16384), a.integer("height", 0, 0, 16384), a.flag("bf16"),
-                  a.integer("threads", 0, 0, 4096));
+                  a.integer("threads", 0, 0, 4096), a.get("device", "cpu"));
     const dkd_net_desc& d = net.desc;
     std::vector<float> input((size_t)batch * d.channels * d.height * d.width);
     uint32_t s = 12345;
@@ -328,7 +332,7 @@ int cmd_bench(int argc, char** argv) {
     }
     std::sort(ms.begin(), ms.end());
     double med = ms[ms.size() / 2], best = ms.front();
-    const char* prec = d.precision == DKD_PRECISION_BF16 ? "bf16" : "fp32";
+    const char* prec = d.device == DKD_DEVICE_CUDA ? "cuda fp32" : d.precision == DKD_PRECISION_BF16 ? "bf16" : "fp32";
     std::printf("%s %dx%d batch %d %s, %d threads: median %.2f ms, min %.2f ms per batch; %.1f images/s "
                 "(first forward with planning %.1f ms)\n",
                 a.pos[0].c_str(), d.width, d.height, batch, prec, d.threads, med, best, 1000.0 * batch / med, plan_ms);

@@ -99,6 +99,8 @@ Net::Net(const std::string& cfg_path, int64_t width, int64_t height, Precision p
 #ifndef DKD_ENGINE_CUDA
     if (device == DKD_DEVICE_CUDA)
         fail(DKD_ERR_DEVICE, "net_load: this libdkd was built without the engine's CUDA path (needs nvcc and cuBLAS)");
+#else
+    if (device == DKD_DEVICE_CUDA && dkd_cuda_device_count() == 0) fail(DKD_ERR_DEVICE, "net_load: no CUDA device");
 #endif
     if (width < 0 || height < 0 || width > 16384 || height > 16384)
         fail(DKD_ERR_VALUE, "net_load: width=", width, ", height=", height, " must lie in [0, 16384] (0: the cfg's)");
