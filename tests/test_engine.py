@@ -98,6 +98,82 @@ def test_fp32_equals_pytorch_and_opencv(cfg, tmp_path):
             assert np.where(reported, 0, m[:, 5:] - OPENCV_CLASS_THRESH).max(initial=0) < 1e-4
 
 
+EDGE = """[net]
+width=32
+height=24
+channels=4
+
+[dropout]
+probability=0.1
+
+[route]
+layers=0
+groups=2
+group_id=1
+
+[convolutional]
+filters=6
+size=3
+stride=1
+pad=1
+groups=2
+activation=hard_mish
+
+[maxpool]
+size=3
+stride=1
+
+[upsample]
+stride=1
+scale=0.5
+
+[shortcut]
+from=-2
+activation=lhtan
+
+[route]
+layers=-1,1,0
+
+[avgpool]
+
+[convolutional]
+filters=18
+size=1
+activation=selu
+
+[upsample]
+stride=4
+
+[yolo]
+mask=0,1,2
+anchors=4,5, 8,9, 12,14
+classes=1
+num=3
+new_coords=1
+scale_x_y=1.1
+"""
+
+
+def test_unusual_layers_equal_pytorch(tmp_path):
+    """Views of the network input (dropout + grouped route), grouped convolutions,
+    activations without a oneDNN post-op (hard_mish, lhtan), odd maxpool, upsample with
+    scale, avgpool, new_coords / scale_x_y decode, 4 input channels."""
+    cfg = tmp_path / "edge.cfg"
+    cfg.write_text(EDGE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = Darknet.from_cfg(cfg).eval()
+    randomize(model, 5)
+    w = tmp_path / "edge.weights"
+    model.save_weights(w)
+    net = Net(cfg, w)
+    for b in (2, 1):
+        x = np.random.RandomState(b).rand(b, 4, 24, 32).astype(np.float32)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        assert np.abs(net.forward(x) - ref).max() < 1e-4
+
+
 def test_bf16_close_to_fp32(tmp_path):
     cfg = ROOT / "cfg" / "yolov4-tiny.cfg"
     model, cfg2, w = random_model(cfg, 224, tmp_path, seed=2)

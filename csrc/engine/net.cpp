@@ -264,10 +264,9 @@ const float* Net::head(size_t i) const {
 namespace {
 
 // One image's candidates of one head through the one decoder (ops/yolo_decode).
-int64_t decode_head(const YoloInfo& yi, const float* head, int64_t batch, int64_t b, const NetInfo& info, float thresh,
+int64_t decode_head(const YoloInfo& yi, const float* head, int64_t b, const NetInfo& info, float thresh,
                     const int32_t* letterbox_wh, int device, std::vector<float>& rows) {
     const int64_t A = yi.num_anchors(), C = A * (yi.classes + 5), per = yi.classes + 5;
-    (void)batch;
     YoloDecodeArgs a;
     a.head = head + b * C * yi.h * yi.w;
     a.batch = 1;
@@ -308,7 +307,7 @@ void Net::decoded(float* out) const {
     for (int64_t b = 0; b < last_batch_; ++b) {
         rows.clear();
         for (size_t i = 0; i < yolo_.size(); ++i)
-            decode_head(yolo_info(*yolo_[i]), head(i), last_batch_, b, info_, -std::numeric_limits<float>::infinity(),
+            decode_head(yolo_info(*yolo_[i]), head(i), b, info_, -std::numeric_limits<float>::infinity(),
                         nullptr, DKD_DEVICE_CPU, rows);
         if ((int64_t)rows.size() != rows_ * per)
             fail(DKD_ERR_VALUE, "net_forward: the network output has NaN objectness (image ", b, ")");
@@ -324,7 +323,7 @@ std::vector<std::vector<Detection>> Net::postprocess(int64_t batch, const std::v
     for (int64_t b = 0; b < batch; ++b) {
         std::vector<float> rows;
         for (size_t i = 0; i < yolo_.size(); ++i)
-            decode_head(yolo_info(*yolo_[i]), head(i), batch, b, info_, thresh,
+            decode_head(yolo_info(*yolo_[i]), head(i), b, info_, thresh,
                         letterbox_wh ? letterbox_wh->data() + 2 * b : nullptr, DKD_DEVICE_CPU, rows);
         const int64_t n = (int64_t)rows.size() / per;
         if (n == 0) continue;

@@ -171,6 +171,8 @@ void* Plan::data(int tid) const { return tensors_[tid].mem.get_data_handle(); }
 void Plan::run(const float* input) {
     omp_set_num_threads(threads);
     tensors_[input_tid_].mem.set_data_handle(const_cast<float*>(input));
+    for (auto& t : tensors_)  // views of the input (a channel slice of it, via an aliasing layer)
+        if (t.base == input_tid_) t.mem.set_data_handle(const_cast<float*>(input));
     for (auto& s : steps_) {
         if (s.has_prim) {
             s.prim.execute(strm, s.bound);
