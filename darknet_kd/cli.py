@@ -35,18 +35,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def dispatch(prog: str, parser: argparse.ArgumentParser, argv=None) -> int:
+    """Parse and run a subcommand; bad input (DarknetKDError) becomes one line on stderr, exit 2.
+    Shared by the `darknet-kd` and `domain-transfer` console scripts."""
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except DarknetKDError as e:
-        print(f"darknet-kd {args.command}: error: {e}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `darknet-kd info ... | head`
         return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv=None) -> int:
+    return dispatch("darknet-kd", build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import json
 import sys
 from dataclasses import fields
 
-from darknet_kd.errors import DarknetKDError
+from darknet_kd.cli import dispatch
 
 from .config import PRESETS, GanConfig, preset
 
@@ -155,15 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except DarknetKDError as e:
-        print(f"domain-transfer {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return dispatch("domain-transfer", build_parser(), argv)
 
 
 if __name__ == "__main__":
