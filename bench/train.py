@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def plain_pytorch(model):
     """The same network as a plain PyTorch module: nn.Conv2d + nn.BatchNorm2d + activation,
     routes/shortcuts/upsample/maxpool inline.  No Darknet semantics (PyTorch BN, no decode)."""
-    import torch
     import torch.nn as nn
     import torch.nn.functional as F
 

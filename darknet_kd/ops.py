@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -85,8 +85,8 @@ def _device_args(t: torch.Tensor):
         return 0, 0
     if t.device.type == "cuda":
         if not _C().cuda_compiled():
-            raise OpError(f"a CUDA tensor was given but libdkd was built without CUDA "
-                          f"(install with nvcc present, or move the tensors to the CPU)")
+            raise OpError("a CUDA tensor was given but libdkd was built without CUDA "
+                          "(install with nvcc present, or move the tensors to the CPU)")
         return 1, torch.cuda.current_stream(t.device).cuda_stream
     raise OpError(f"tensors on {t.device} are not supported (CPU or CUDA only)")
 

@@ -16,7 +16,6 @@ import json
 import os
 import random
 import re
-import shutil
 import subprocess
 import warnings
 from pathlib import Path
@@ -27,7 +26,7 @@ import pytest
 import torch
 
 from darknet_kd.engine import Net, cpu_has_bf16
-from darknet_kd.errors import CfgError, DarknetKDError, OpError, WeightsError
+from darknet_kd.errors import DarknetKDError, OpError
 from darknet_kd.model import Darknet
 from darknet_kd.model.parity import OPENCV_CLASS_THRESH, opencv_outputs, to_opencv_layout
 from darknet_kd.model.weights import randomize

@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from darknet_kd.cfg import parse_cfg
 from darknet_kd.model import Darknet
 from darknet_kd.loss.crosskd import CrossKDLoss, crosskd_head_loss, renormalize, teacher_head_chain
 from darknet_kd.loss.fgd import FGDLoss, GcBlock, attention, fgd_level, fgd_masks

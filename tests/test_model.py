@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from darknet_kd import CfgError, Darknet, DarknetKDError, WeightsError
+from darknet_kd import CfgError, Darknet, WeightsError
 from darknet_kd.cfg import CfgWarning, parse_cfg_text
 from darknet_kd.model.parity import random_parity
 from darknet_kd.model.weights import randomize

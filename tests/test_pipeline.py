@@ -17,7 +17,7 @@ from synthetic import TINY_CFG, make_rect_dataset, tiny_cfg
 
 def _experiment(tmp_path, rows="lower, upper, fitnet, pseudo_only, proposed, kd_only", extra=""):
     src = make_rect_dataset(tmp_path / "src", n=6, seed=1)
-    tgt = make_rect_dataset(tmp_path / "tgt", n=6, seed=2)
+    make_rect_dataset(tmp_path / "tgt", n=6, seed=2)
     tgt_imgs = sorted((tmp_path / "tgt" / "images").glob("*.png"))
     write_list(tmp_path / "labelled.txt", tgt_imgs[:2])
     write_list(tmp_path / "unlabelled.txt", tgt_imgs[2:])

@@ -15,7 +15,6 @@ original paper trains hints first); so does ``darknet-kd distill --kd fitnet``.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 from ..errors import DarknetKDError

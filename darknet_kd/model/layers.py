@@ -5,7 +5,6 @@ BFLOPs as Darknet counts them, and a one-line description for the layer table.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch

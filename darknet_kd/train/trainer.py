@@ -17,10 +17,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
