@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from darknet_kd.engine import cpu_has_bf16  # noqa: E402
 from darknet_kd.fileio import atomic_write  # noqa: E402
 from darknet_kd.model import Darknet  # noqa: E402
+from darknet_kd.model.parity import sized_cfg  # noqa: E402
 from darknet_kd.model.weights import randomize  # noqa: E402
 
 
@@ -102,16 +103,6 @@ def bench_torch(model, x, runs, threads) -> float:
     xt = torch.from_numpy(x)
     with torch.no_grad():
         return timed(lambda: model(xt), runs)
-
-
-def sized_cfg(cfg: Path, size: int, d: Path) -> Path:
-    import re
-
-    text = re.sub(r"(?m)^\s*width\s*=.*$", f"width={size}", cfg.read_text())
-    text = re.sub(r"(?m)^\s*height\s*=.*$", f"height={size}", text)
-    out = d / cfg.name
-    out.write_text(text)
-    return out
 
 
 def markdown(result) -> str:

@@ -28,7 +28,7 @@ import torch
 from darknet_kd.engine import Net, cpu_has_bf16
 from darknet_kd.errors import DarknetKDError, OpError
 from darknet_kd.model import Darknet
-from darknet_kd.model.parity import OPENCV_CLASS_THRESH, opencv_outputs, to_opencv_layout
+from darknet_kd.model.parity import OPENCV_CLASS_THRESH, opencv_outputs, sized_cfg, to_opencv_layout
 from darknet_kd.model.weights import randomize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,14 +42,6 @@ def dkd_binary() -> Path:
         if p.exists():
             return p
     pytest.fail("the dkd binary is not built (make setup)")
-
-
-def sized_cfg(cfg: Path, size: int, d: Path) -> Path:
-    text = re.sub(r"(?m)^\s*width\s*=.*$", f"width={size}", cfg.read_text())
-    text = re.sub(r"(?m)^\s*height\s*=.*$", f"height={size}", text)
-    out = d / cfg.name
-    out.write_text(text)
-    return out
 
 
 def random_model(cfg: Path, size: int, d: Path, seed: int = 0):

@@ -64,19 +64,24 @@ def compare_with_opencv(model: Darknet, cfg_path, weights_path, x: np.ndarray) -
     return worst
 
 
+def sized_cfg(cfg_path, size: int, folder) -> Path:
+    """A copy of ``cfg_path`` in ``folder`` with [net] width and height set to ``size`` (OpenCV and
+    the engine read the input size from the cfg)."""
+    cfg_path = Path(cfg_path)
+    text = re.sub(r"(?m)^\s*width\s*=.*$", f"width={size}", cfg_path.read_text())
+    text = re.sub(r"(?m)^\s*height\s*=.*$", f"height={size}", text)
+    out = Path(folder) / cfg_path.name
+    out.write_text(text)
+    return out
+
+
 def random_parity(cfg_path, size: int | None = None, seed: int = 0, batch: int = 1) -> float:
     """Seeded random weights for ``cfg_path`` at input ``size``: max abs diff vs OpenCV DNN."""
     cfg_path = Path(cfg_path)
     model = Darknet.from_cfg(cfg_path, size, size).eval()
     randomize(model, seed)
     with tempfile.TemporaryDirectory() as d:
-        cfg = cfg_path
-        if size:
-            text = cfg_path.read_text()
-            text = re.sub(r"(?m)^\s*width\s*=.*$", f"width={size}", text)
-            text = re.sub(r"(?m)^\s*height\s*=.*$", f"height={size}", text)
-            cfg = Path(d) / cfg_path.name
-            cfg.write_text(text)
+        cfg = sized_cfg(cfg_path, size, d) if size else cfg_path
         w = Path(d) / "random.weights"
         model.save_weights(w)
         x = np.random.RandomState(seed).rand(batch, model.net.channels, model.net.height,
