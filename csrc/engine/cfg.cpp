@@ -317,10 +317,12 @@ bool Section::get_bool(const std::string& key, bool def) const {
     return get_int(key, 0) != 0;
 }
 
-std::vector<int64_t> Section::get_ints(const std::string& key, bool* present) const {
-    std::vector<int64_t> out;
-    const std::string* v = raw(key);
-    if (present) *present = v != nullptr;
+// Comma-separated values of `key` parsed with `parse` (empty items skipped, as Python's
+// get_ints/get_floats); `what` names the list kind in the error.
+template <typename T, typename Parse>
+static std::vector<T> parse_list(const Section& sec, const std::string& key, const std::string* v,
+                                 Parse parse, const char* what) {
+    std::vector<T> out;
     if (!v) return out;
     size_t start = 0;
     while (start <= v->size()) {
@@ -328,8 +330,8 @@ std::vector<int64_t> Section::get_ints(const std::string& key, bool* present) co
         if (comma == std::string::npos) comma = v->size();
         std::string item = v->substr(start, comma - start);
         if (!item.empty()) {
-            int64_t r;
-            if (!py_parse_int(item, &r)) error(str(key, "=", py_repr(*v), " is not a list of integers"), key);
+            T r;
+            if (!parse(item, &r)) sec.error(str(key, "=", py_repr(*v), " is not a list of ", what), key);
             out.push_back(r);
         }
         start = comma + 1;
@@ -337,24 +339,16 @@ std::vector<int64_t> Section::get_ints(const std::string& key, bool* present) co
     return out;
 }
 
-std::vector<double> Section::get_floats(const std::string& key, bool* present) const {
-    std::vector<double> out;
+std::vector<int64_t> Section::get_ints(const std::string& key, bool* present) const {
     const std::string* v = raw(key);
     if (present) *present = v != nullptr;
-    if (!v) return out;
-    size_t start = 0;
-    while (start <= v->size()) {
-        size_t comma = v->find(',', start);
-        if (comma == std::string::npos) comma = v->size();
-        std::string item = v->substr(start, comma - start);
-        if (!item.empty()) {
-            double r;
-            if (!py_parse_float(item, &r)) error(str(key, "=", py_repr(*v), " is not a list of numbers"), key);
-            out.push_back(r);
-        }
-        start = comma + 1;
-    }
-    return out;
+    return parse_list<int64_t>(*this, key, v, py_parse_int, "integers");
+}
+
+std::vector<double> Section::get_floats(const std::string& key, bool* present) const {
+    const std::string* v = raw(key);
+    if (present) *present = v != nullptr;
+    return parse_list<double>(*this, key, v, py_parse_float, "numbers");
 }
 
 std::string Section::get_choice(const std::string& key, const std::vector<std::string>& choices,
