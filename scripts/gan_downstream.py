@@ -15,7 +15,9 @@ training itself resumes from its checkpoint):
    labelled share only, for the identity branch's semantic consistency).  Its projected
    discriminator uses the frozen backbone of the source-only detector of stage 2
    (``--projector random``: a randomly initialised one);
-4. ``domain-transfer translate CKPT source.data OUT/translated --lists train``;
+4. ``domain-transfer translate CKPT source.data OUT/translated --lists train`` — or, with
+   ``--translated FOLDER``, an existing translation of the same checkpoint and source (e.g. the
+   pipeline's ``WORK/translated``), checked through its ``translate.json``;
 5. ``translated`` detector: the same cfg and budget on the translated source list only;
 6. ``target-trained`` detector on ``<D>-target.data`` — every target training label
    (the labelled share + the hidden labels of the unlabelled images), no source images:
@@ -87,6 +89,28 @@ def format_markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reused_translation(folder, ckpt, source_data) -> Path:
+    """The ``.data`` of a finished ``domain-transfer translate`` output ``folder`` made from
+    ``ckpt`` (same SHA-256) and ``source_data``; ValueError naming the file otherwise.
+    ``translate`` writes the ``.data`` after its last image, so its presence means complete."""
+    from domain_transfer.train import file_sha256
+
+    folder, source_data = Path(folder), Path(source_data)
+    stamp_path = folder / "translate.json"
+    try:
+        stamp = json.loads(stamp_path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{stamp_path}: not a domain-transfer translation ({e})") from None
+    if not isinstance(stamp, dict) or stamp.get("sha256") != file_sha256(ckpt):
+        raise ValueError(f"{stamp_path}: made with another checkpoint than {ckpt}")
+    if stamp.get("source") != str(source_data.resolve()):
+        raise ValueError(f"{stamp_path}: translates {stamp.get('source')}, not {source_data.resolve()}")
+    data = folder / f"{source_data.stem}.data"
+    if not data.exists():
+        raise ValueError(f"{data}: missing (the translation has not finished)")
+    return data
+
+
 def sh(cmd, threads=None, quiet=False):
     print(f"$ {shlex.join(map(str, cmd))}", flush=True)
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
@@ -121,6 +145,8 @@ def main(argv=None):
     p.add_argument("--preset", default="cpu", choices=("smoke", "cpu", "gpu"), help="DriveSim preset to generate")
     p.add_argument("--target", default="night", help="target domain of the experiment")
     p.add_argument("--ckpt", help="GAN checkpoint (default: train one into OUT/gan)")
+    p.add_argument("--translated", help="reuse this `domain-transfer translate` output of --ckpt (e.g. the "
+                   "pipeline's WORK/translated) instead of translating again")
     p.add_argument("--gan-iters", type=int, default=3000)
     p.add_argument("--gan-preset", default="cpu", choices=("cpu", "gpu"))
     p.add_argument("--gan-args", default="", help="extra `domain-transfer train` options, quoted")
@@ -165,7 +191,15 @@ def main(argv=None):
         sh(cmd, args.threads)
         atomic_write(done, json.dumps({"command": shlex.join(map(str, cmd))}) + "\n")
 
-    translated = out / "translated" / "source.data"
+    if args.translated:
+        if not args.ckpt:
+            sys.exit("gan_downstream: --translated needs --ckpt, the checkpoint it was made with")
+        try:
+            translated = reused_translation(args.translated, ckpt, ds / "source.data")
+        except ValueError as e:
+            sys.exit(f"gan_downstream: {e}")
+    else:
+        translated = out / "translated" / "source.data"
     if not translated.exists():
         cmd = [BIN / "domain-transfer", "translate", ckpt, ds / "source.data", translated.parent, "--lists", "train",
                "--device", args.device]
@@ -180,7 +214,8 @@ def main(argv=None):
     meta = {"command": "python scripts/gan_downstream.py " + shlex.join(sys.argv[1:] if argv is None else argv),
             "preset": preset, "experiment": str(ds), "target": d, "cfg": cfg.name, "iterations": args.iterations,
             "seed": args.seed, "target_data": target_data.name,
-            "gan": (f"checkpoint {ckpt}" if args.ckpt else
+            "gan": (f"checkpoint {ckpt}" + (f", translation {translated.parent}" if args.translated else "")
+                    if args.ckpt else
                     f"{args.gan_iters} iterations of the {args.gan_preset} preset, {args.projector} projector"),
             "minutes": round((time.time() - t0) / 60, 1)}
     table = make_table(maps, meta)

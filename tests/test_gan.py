@@ -458,6 +458,33 @@ def test_translate_writes_a_darknet_dataset(data, tmp_path):
     assert s3["translated"] == 6
 
 
+def test_gan_downstream_reuses_only_a_finished_translation_of_the_same_checkpoint(data, tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gan_downstream", ROOT / "scripts" / "gan_downstream.py")
+    gd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gd)
+    src, _ = data
+    t = trainer(data, tmp_path / "run", tiny(iters=1))
+    t.run()
+    ck = tmp_path / "run" / "last.ckpt"
+    out = tmp_path / "translated"
+    s = translate_dataset(ck, src, out, lists=["train"], progress=False)
+    assert gd.reused_translation(out, ck, src) == Path(s["data"]) == out / "obj.data"
+    t.step()
+    t.save(tmp_path / "run" / "other.ckpt")
+    with pytest.raises(ValueError, match="another checkpoint"):
+        gd.reused_translation(out, tmp_path / "run" / "other.ckpt", src)
+    other_src = tmp_path / "obj.data"
+    other_src.write_bytes(src.read_bytes())
+    with pytest.raises(ValueError, match="translates .*, not"):
+        gd.reused_translation(out, ck, other_src)
+    (out / "obj.data").unlink()
+    with pytest.raises(ValueError, match="has not finished"):
+        gd.reused_translation(out, ck, src)
+    with pytest.raises(ValueError, match="not a domain-transfer translation"):
+        gd.reused_translation(tmp_path / "run", ck, src)
+
+
 def test_translate_rejects_bad_source_labels(data, tmp_path):
     src, _ = data
     bad_root = tmp_path / "bad"
