@@ -142,6 +142,11 @@ class Net:
         """Unused and duplicate cfg fields, partial weights: ``path:line: ...`` lines."""
         return self._call("net_text", _C().NET_TEXT_WARNINGS).splitlines()
 
+    def profile(self) -> str:
+        """Per-layer wall time (ms per forward, share of the total, GFLOP/s) of the CPU
+        forwards since the last call, as ``dkd bench --profile`` prints it; starts over."""
+        return self._call("net_text", _C().NET_TEXT_PROFILE)
+
     # -- inference ----------------------------------------------------------------------
     def forward(self, x) -> np.ndarray:
         """``x`` (B, C, H, W) float32 RGB in [0, 1] (numpy or a CPU torch tensor) -> decoded

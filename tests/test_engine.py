@@ -38,6 +38,8 @@ BF16_TOL = 1e-2  # abs, decoded outputs (boxes relative to the input, probabilit
 
 
 def dkd_binary() -> Path:
+    if os.environ.get("DKD_BINARY"):  # another build (as DKD_C_MODULE / DKD_LIBDKD for the library)
+        return Path(os.environ["DKD_BINARY"])
     for p in (ROOT / ".venv" / "bin" / "dkd", ROOT / "build" / "cmake" / "python" / "lib" / "dkd"):
         if p.exists():
             return p

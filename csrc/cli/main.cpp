@@ -3,7 +3,7 @@
 //   dkd detect CFG WEIGHTS IMAGE|DIR|LIST [--names FILE] [--thresh T] [--nms N] [--letterbox]
 //              [--bf16] [--json OUT] [--draw DIR] [--threads N] [--device cpu|cuda] [--quiet]
 //   dkd bench  CFG WEIGHTS [--batch N] [--runs N] [--warmup N] [--bf16] [--threads N] [--device cpu|cuda]
-//              [--width W] [--height H] [--json OUT]
+//              [--width W] [--height H] [--json OUT] [--profile]
 //   dkd info   CFG [WEIGHTS] [--width W] [--height H]
 //
 // `detect` prints and writes what `darknet-kd detect` does (Darknet's detector test: lines per
@@ -44,7 +44,7 @@ const char* kUsage =
     "usage: dkd detect CFG WEIGHTS IMAGE|DIR|LIST [--names FILE] [--thresh T] [--nms N] [--letterbox]\n"
     "                  [--bf16] [--json OUT] [--draw DIR] [--threads N] [--device cpu|cuda] [--quiet]\n"
     "       dkd bench  CFG WEIGHTS [--batch N] [--runs N] [--warmup N] [--bf16] [--threads N] [--device cpu|cuda]\n"
-    "                  [--width W] [--height H] [--json OUT]\n"
+    "                  [--width W] [--height H] [--json OUT] [--profile]\n"
     "       dkd info   CFG [WEIGHTS] [--width W] [--height H]\n";
 
 // ---- arguments -----------------------------------------------------------------------
@@ -308,7 +308,8 @@ int cmd_detect(int argc, char** argv) {
 }
 
 int cmd_bench(int argc, char** argv) {
-    Args a = parse_args(argc, argv, {"bf16"}, {"batch", "runs", "warmup", "threads", "width", "height", "json", "device"});
+    Args a = parse_args(argc, argv, {"bf16", "profile"},
+                        {"batch", "runs", "warmup", "threads", "width", "height", "json", "device"});
     if (a.pos.size() != 2) throw UsageError("bench needs CFG WEIGHTS");
     int batch = a.integer("batch", 1, 1, 4096), runs = a.integer("runs", 20, 1, 100000);
     int warmup = a.integer("warmup", 3, 0, 100000);
@@ -324,6 +325,9 @@ int cmd_bench(int argc, char** argv) {
     check(dkd_net_forward(net.net, input.data(), batch, output.data()));  // plans the network
     double plan_ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
     for (int i = 0; i < warmup; ++i) check(dkd_net_forward(net.net, input.data(), batch, output.data()));
+    const bool profile = a.flag("profile");
+    if (profile && d.device == DKD_DEVICE_CUDA) throw UsageError("--profile measures the CPU path only");
+    if (profile) net.text(DKD_NET_TEXT_PROFILE);  // starts the per-layer sums after the warm-up
     std::vector<double> ms;
     for (int i = 0; i < runs; ++i) {
         auto t = clock::now();
@@ -336,6 +340,7 @@ int cmd_bench(int argc, char** argv) {
     std::printf("%s %dx%d batch %d %s, %d threads: median %.2f ms, min %.2f ms per batch; %.1f images/s "
                 "(first forward with planning %.1f ms)\n",
                 a.pos[0].c_str(), d.width, d.height, batch, prec, d.threads, med, best, 1000.0 * batch / med, plan_ms);
+    if (profile) std::printf("%s\n", net.text(DKD_NET_TEXT_PROFILE).c_str());
     if (a.flag("json"))
         dkd::cli::write_atomic(a.get("json"),
                                dkd::str("{\"cfg\": \"", json_escape(a.pos[0]), "\", \"width\": ", d.width,

@@ -122,8 +122,11 @@ int dkd_net_text(const dkd_net* net, int what, char* buf, size_t cap, size_t* le
             s = n.layer_table();
         } else if (what == DKD_NET_TEXT_WARNINGS) {
             for (const auto& w : n.warnings()) s += w + "\n";
+        } else if (what == DKD_NET_TEXT_PROFILE) {
+            s = n.profile_table();
         } else {
-            dkd::fail(DKD_ERR_VALUE, "net_text: what=", what, " is not DKD_NET_TEXT_LAYERS or DKD_NET_TEXT_WARNINGS");
+            dkd::fail(DKD_ERR_VALUE, "net_text: what=", what,
+                      " is not DKD_NET_TEXT_LAYERS, DKD_NET_TEXT_WARNINGS or DKD_NET_TEXT_PROFILE");
         }
         if (len) *len = s.size();
         if (cap > 0) {

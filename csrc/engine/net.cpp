@@ -167,6 +167,7 @@ void Net::load_weights(const std::string& path) {
                                     " loaded, the later layers keep zero weights"));
     plans_.clear();
     last_ = nullptr;
+    profile_.clear();
 #ifdef DKD_ENGINE_CUDA
     cuda_->net.reset();
 #endif
@@ -215,6 +216,34 @@ std::string Net::layer_table() const {
     }
     std::snprintf(bf, sizeof bf, "Total BFLOPS %5.3f", bflops());
     return t + bf;
+}
+
+std::string Net::profile_table() const {
+    if (device_ != DKD_DEVICE_CPU) fail(DKD_ERR_DEVICE, "net_text: the per-layer profile is measured on the CPU only");
+    if (last_ && last_->profiled_runs() == 0 && !profile_.empty()) return profile_;  // asked again (e.g. for its length)
+    if (!last_ || last_->profiled_runs() == 0) fail(DKD_ERR_VALUE, "net_text: no forward has run yet");
+    const double runs = (double)last_->profiled_runs();
+    const std::vector<double>& ms = last_->layer_ms();
+    double total = 0;
+    for (double v : ms) total += v;
+    total /= runs;
+    std::string t = str("   layer   filters  size/strd(dil)      ms/forward      %  GFLOP/s   (batch ", last_->batch, ", ",
+                        last_->threads, " threads, ", (int64_t)runs, " forwards)\n");
+    char buf[96];
+    for (const auto& l : layers_) {
+        double m = ms[l->index] / runs;
+        std::string desc = l->kind == "shortcut" ? "" : l->describe();
+        std::snprintf(buf, sizeof buf, "%10.3f %6.1f", m, total > 0 ? 100.0 * m / total : 0.0);
+        std::string row = fmt_int(l->index, 4) + " " + pad_right(l->kind, 8) + pad_right(desc, 22) + buf;
+        if (l->bflops > 0 && m > 0) {
+            std::snprintf(buf, sizeof buf, " %8.1f", l->bflops * last_->batch / m * 1e3);
+            row += buf;
+        }
+        t += row + "\n";
+    }
+    std::snprintf(buf, sizeof buf, "Total %.3f ms per forward, %.1f GFLOP/s", total, total > 0 ? bflops() * last_->batch / total * 1e3 : 0.0);
+    last_->reset_profile();
+    return profile_ = t + buf;
 }
 
 Plan& Net::plan_for(int64_t batch) {

@@ -124,6 +124,10 @@ public:
     const std::vector<const Layer*>& yolo_layers() const { return yolo_; }
     const std::vector<std::string>& warnings() const { return cfg_.warnings; }
     std::string layer_table() const;  // `darknet-kd info`'s table and "Total BFLOPS"
+    // Per-layer wall time (ms per forward, share, GFLOP/s) of the CPU forwards since the last
+    // call (or since the plan of the last forward's batch size was built); then starts over.
+    // Asked again with no forward in between, it gives the same table.
+    std::string profile_table() const;
     double bflops() const;
     int threads() const { return threads_; }
     int64_t last_batch() const { return last_batch_; }
@@ -163,6 +167,7 @@ private:
     Plan* last_ = nullptr;
     int64_t last_batch_ = 0;
     std::vector<float> input_buf_;
+    mutable std::string profile_;
     struct CudaState;
     std::unique_ptr<CudaState> cuda_;
 };

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 
@@ -32,7 +33,11 @@ Plan::Plan(const std::vector<std::unique_ptr<Layer>>& layers, const NetInfo& inf
     t.external = true;
     tensors_.push_back(t);
     input_tid_ = 0;
-    for (const auto& l : layers) l->plan_cpu(*this);
+    for (const auto& l : layers) {
+        cur_layer_ = l->index;
+        l->plan_cpu(*this);
+    }
+    layer_ms_.assign(layers.size(), 0.0);
     finalize();
 }
 
@@ -99,6 +104,7 @@ void Plan::add(const dnnl::primitive& prim, const md_t& scratchpad, std::vector<
     scratch_size_ = std::max(scratch_size_, scratchpad.get_size());
     for (auto& a : args) touch(a.second);
     Step s;
+    s.layer = cur_layer_;
     s.prim = prim;
     s.has_prim = true;
     s.args = std::move(args);
@@ -109,6 +115,7 @@ void Plan::add(const dnnl::primitive& prim, const md_t& scratchpad, std::vector<
 void Plan::add_fn(std::function<void(Plan&)> fn, std::vector<int> uses) {
     for (int tid : uses) touch(tid);
     Step s;
+    s.layer = cur_layer_;
     s.fn = std::move(fn);
     steps_.push_back(std::move(s));
 }
@@ -173,15 +180,25 @@ void Plan::run(const float* input) {
     tensors_[input_tid_].mem.set_data_handle(const_cast<float*>(input));
     for (auto& t : tensors_)  // views of the input (a channel slice of it, via an aliasing layer)
         if (t.base == input_tid_) t.mem.set_data_handle(const_cast<float*>(input));
+    using clock = std::chrono::steady_clock;
+    auto t0 = clock::now();
     for (auto& s : steps_) {
         if (s.has_prim) {
             s.prim.execute(strm, s.bound);
+            strm.wait();  // a no-op on the CPU engine (in-order, synchronous); keeps the timing honest
         } else {
-            strm.wait();
             s.fn(*this);
         }
+        auto t1 = clock::now();
+        if (s.layer >= 0) layer_ms_[s.layer] += std::chrono::duration<double, std::milli>(t1 - t0).count();
+        t0 = t1;
     }
-    strm.wait();
+    ++profiled_runs_;
+}
+
+void Plan::reset_profile() {
+    std::fill(layer_ms_.begin(), layer_ms_.end(), 0.0);
+    profiled_runs_ = 0;
 }
 
 }  // namespace engine

@@ -62,6 +62,11 @@ public:
 
     void finalize();
     void run(const float* input);
+    // Wall time of each layer's steps (its primitives, kernels and the reorders it asked for),
+    // summed over the runs since the plan was built or the last reset_profile().
+    const std::vector<double>& layer_ms() const { return layer_ms_; }
+    int64_t profiled_runs() const { return profiled_runs_; }
+    void reset_profile();
     void* data(int tid) const;  // after finalize
     std::vector<int> heads;     // plain nchw f32 head tensor of each [yolo] layer
     size_t arena_bytes() const { return arena_size_; }
@@ -82,6 +87,7 @@ private:
         std::vector<std::pair<int, dnnl::memory>> constants;
         std::function<void(Plan&)> fn;
         std::unordered_map<int, dnnl::memory> bound;
+        int layer = -1;  // the layer that planned it
     };
     void touch(int tid);
     std::vector<Tensor> tensors_;
@@ -92,6 +98,9 @@ private:
     void* arena_ = nullptr;
     dnnl::memory scratch_;
     int input_tid_ = -1;
+    int cur_layer_ = -1;
+    std::vector<double> layer_ms_;
+    int64_t profiled_runs_ = 0;
 
 public:
     ~Plan();

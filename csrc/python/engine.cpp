@@ -117,6 +117,7 @@ void register_engine(py::module_& m) {
     m.attr("PRECISION_BF16") = static_cast<int>(DKD_PRECISION_BF16);
     m.attr("NET_TEXT_LAYERS") = static_cast<int>(DKD_NET_TEXT_LAYERS);
     m.attr("NET_TEXT_WARNINGS") = static_cast<int>(DKD_NET_TEXT_WARNINGS);
+    m.attr("NET_TEXT_PROFILE") = static_cast<int>(DKD_NET_TEXT_PROFILE);
     m.attr("ERR_CFG") = static_cast<int>(DKD_ERR_CFG);
     m.attr("ERR_WEIGHTS") = static_cast<int>(DKD_ERR_WEIGHTS);
     m.attr("ERR_IO") = static_cast<int>(DKD_ERR_IO);

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "engine/layers/util.h"
+#include "engine/layers/winograd.h"
 #ifdef DKD_ENGINE_CUDA
 #include "engine/cuda/cuda_net.h"
 #include "engine/cuda/kernels.h"
@@ -51,6 +52,18 @@ public:
 
     void plan_cpu(Plan& p) const override {
         using namespace dnnl;
+        std::vector<float> zeros;
+        const float* w = weights.data();
+        const float* b = bias.data();
+        if (weights.empty()) {  // no .weights loaded: zeros (e.g. `dkd info`, benchmarks of the graph)
+            zeros.assign(n * per_filter(), 0.f);
+            w = b = zeros.data();
+        }
+        const ConvSpec spec{n, size, sx, sy, dilation, padding, groups, act, w, b};
+        if (use_winograd(p, *this, spec)) {
+            p.set_output(index, plan_winograd(p, *this, spec));
+            return;
+        }
         const int64_t pd_ = padding * dilation;
         md_t src_md = p.any(in, p.act_dt());
         md_t dst_md = p.any(out, p.out_dt(index));
@@ -68,13 +81,6 @@ public:
         convolution_forward::primitive_desc pd(d, attr, p.eng);
         int src = p.as(p.input_of(*this), pd.src_desc());
         int dst = p.add_tensor(pd.dst_desc());
-        std::vector<float> zeros;
-        const float* w = weights.data();
-        const float* b = bias.data();
-        if (weights.empty()) {  // no .weights loaded: zeros (e.g. `dkd info`, benchmarks of the graph)
-            zeros.assign(n * per_filter(), 0.f);
-            w = b = zeros.data();
-        }
         memory wm = p.constant(pd.weights_desc(), w, w_given);
         memory bm = p.constant(b_md, b, b_md);
         p.add(convolution_forward(pd), pd.scratchpad_desc(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}},

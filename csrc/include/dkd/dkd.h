@@ -192,7 +192,11 @@ DKD_API int dkd_net_detect(dkd_net* net, const uint8_t* rgb, int32_t width, int3
 /* Text about the net: what = DKD_NET_TEXT_LAYERS (Darknet's layer table and "Total BFLOPS"),
  * DKD_NET_TEXT_WARNINGS (unused/duplicate cfg fields, partial weights; one per line).
  * Writes at most cap bytes including the NUL; *len (if not NULL) is the full length. */
-typedef enum dkd_net_text_kind { DKD_NET_TEXT_LAYERS = 0, DKD_NET_TEXT_WARNINGS = 1 } dkd_net_text_kind;
+typedef enum dkd_net_text_kind {
+    DKD_NET_TEXT_LAYERS = 0,
+    DKD_NET_TEXT_WARNINGS = 1,
+    DKD_NET_TEXT_PROFILE = 2 /* per-layer ms per forward of the CPU forwards since the last such call */
+} dkd_net_text_kind;
 DKD_API int dkd_net_text(const dkd_net* net, int what, char* buf, size_t cap, size_t* len);
 /* 1 when this CPU runs the bf16 kernels (AVX512-BF16 or AMX), else 0. */
 DKD_API int dkd_cpu_has_bf16(void);

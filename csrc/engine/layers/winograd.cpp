@@ -1,0 +1,142 @@
+// Winograd F(4x4, 3x3) convolution steps (see winograd.h).  Per image the output is cut into
+// ceil(H/4) x ceil(W/4) tiles; T = batch x tiles.  Three steps:
+//   1. input transform: channels-last src -> V [36][T][C_in]   (our kernels, OpenMP over tiles)
+//   2. batched matmul:  M[k] = V[k] U[k], k < 36, U [36][C_in][C_out] = G g G^T (done at load,
+//      in double, and reordered once to the layout oneDNN's matmul wants)
+//   3. output transform: M -> channels-last dst, + bias, activation (leaky/relu/linear fused,
+//      any other Darknet activation as oneDNN eltwise steps in place after it).
+#include "engine/layers/winograd.h"
+
+#include <omp.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common/isa.h"
+#include "engine/plan.h"
+
+namespace dkd {
+namespace engine {
+namespace {
+
+constexpr int64_t kMinTiles = 40;  // below this the matmul is too thin to beat oneDNN's direct kernel
+
+// G (6x3) of F(4x4, 3x3).
+const double kG[6][3] = {{1.0 / 4, 0, 0},
+                         {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                         {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                         {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                         {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                         {0, 0, 1}};
+
+int64_t ceil4(int64_t v) { return (v + 3) / 4; }
+
+// Strides (in floats) of a 4-D f32 channels-last descriptor, or false.
+bool channels_last(const md_t& md, int64_t s[4], int64_t* offset) {
+    const dnnl_memory_desc_t& d = md.data;
+    if (d.ndims != 4 || d.data_type != dnnl_f32 || d.format_kind != dnnl_blocked) return false;
+    if (d.format_desc.blocking.inner_nblks != 0 || d.format_desc.blocking.strides[1] != 1) return false;
+    for (int i = 0; i < 4; ++i) s[i] = d.format_desc.blocking.strides[i];
+    *offset = d.offset0;
+    return s[3] >= d.dims[1] && s[2] >= s[3] * d.dims[3] && s[0] >= s[2] * d.dims[2];
+}
+
+}  // namespace
+
+bool use_winograd(const Plan& p, const Layer& l, const ConvSpec& c) {
+    if (p.act_dt() != dt::f32 || c.size != 3 || c.sx != 1 || c.sy != 1 || c.dilation != 1 || c.groups != 1) return false;
+    if (l.in.c < 16 || c.n < 16) return false;
+    const char* env = std::getenv("DKD_WINOGRAD");
+    if (env && std::string(env) == "0") return false;
+    if (env && std::string(env) == "1") return true;
+    return p.batch * ceil4(l.out.h) * ceil4(l.out.w) >= kMinTiles;
+}
+
+int plan_winograd(Plan& p, const Layer& l, const ConvSpec& c) {
+    using namespace dnnl;
+    const int64_t C = l.in.c, N = c.n, B = p.batch, H = l.in.h, W = l.in.w, OH = l.out.h, OW = l.out.w;
+    const int64_t th = ceil4(OH), tw = ceil4(OW), T = B * th * tw, pad = c.padding;
+
+    int src = p.input_of(l);
+    int64_t s[4], off = 0;
+    if (!channels_last(p.desc(src), s, &off)) {
+        src = p.as(src, md_t({B, C, H, W}, dt::f32, tag::nhwc));
+        channels_last(p.desc(src), s, &off);
+    }
+    int v = p.add_tensor(md_t({36, T, C}, dt::f32, tag::abc));
+    int m = p.add_tensor(md_t({36, T, N}, dt::f32, tag::abc));
+    int dst = p.add_tensor(md_t({B, N, OH, OW}, dt::f32, tag::nhwc));
+
+    // U[k][ci][o] = (G g G^T)[k], k = 6 i + j.
+    std::vector<float> u((size_t)36 * C * N);
+    for (int64_t o = 0; o < N; ++o)
+        for (int64_t ci = 0; ci < C; ++ci) {
+            const float* g = c.weights + (o * C + ci) * 9;
+            double gg[6][3];  // G g
+            for (int i = 0; i < 6; ++i)
+                for (int j = 0; j < 3; ++j) gg[i][j] = kG[i][0] * g[j] + kG[i][1] * g[3 + j] + kG[i][2] * g[6 + j];
+            for (int i = 0; i < 6; ++i)
+                for (int j = 0; j < 6; ++j)
+                    u[((size_t)(i * 6 + j) * C + ci) * N + o] =
+                        (float)(gg[i][0] * kG[j][0] + gg[i][1] * kG[j][1] + gg[i][2] * kG[j][2]);
+        }
+    md_t v_md = p.desc(v), m_md = p.desc(m);
+    md_t u_any({36, C, N}, dt::f32, tag::any), u_given({36, C, N}, dt::f32, tag::abc);
+    matmul::primitive_desc pd(matmul::desc(v_md, u_any, m_md), p.attr(), p.eng);
+    memory um = p.constant(pd.weights_desc(), u.data(), u_given);
+
+    auto in_tile = DKD_ISA_SELECT(isa_base::wino_input_tile, isa_avx2::wino_input_tile, isa_avx512::wino_input_tile);
+    auto out_tile = DKD_ISA_SELECT(isa_base::wino_output_tile, isa_avx2::wino_output_tile, isa_avx512::wino_output_tile);
+    const int64_t sb = s[0], sr = s[2], sp = s[3];
+    p.add_fn(
+        [=](Plan& pl) {
+            const float* x = static_cast<const float*>(pl.data(src)) + off;
+            float* vd = static_cast<float*>(pl.data(v));
+#pragma omp parallel for schedule(static)
+            for (int64_t t = 0; t < T; ++t) {
+                const int64_t b = t / (th * tw), r = t % (th * tw);
+                WinoInTile a{x + b * sb, H, W, sr, sp, C, (r / tw) * 4 - pad, (r % tw) * 4 - pad, vd + t * C, T * C};
+                in_tile(a);
+            }
+        },
+        {src, v});
+    p.add(matmul(pd), pd.scratchpad_desc(), {{DNNL_ARG_SRC, v}, {DNNL_ARG_DST, m}}, {{DNNL_ARG_WEIGHTS, um}});
+
+    WinoAct act = c.act == Act::kLeaky ? WinoAct::kLeaky : c.act == Act::kRelu ? WinoAct::kRelu : WinoAct::kLinear;
+    const bool fused = c.act == Act::kLeaky || c.act == Act::kRelu || c.act == Act::kLinear;
+    std::vector<float> bias(c.bias, c.bias + N);
+    p.add_fn(
+        [=](Plan& pl) {
+            const float* md = static_cast<const float*>(pl.data(m));
+            float* y = static_cast<float*>(pl.data(dst));
+#pragma omp parallel for schedule(static)
+            for (int64_t t = 0; t < T; ++t) {
+                const int64_t b = t / (th * tw), r = t % (th * tw), oy = (r / tw) * 4, ox = (r % tw) * 4;
+                WinoOutTile a{md + t * N, T * N, N, bias.data(), act, y + ((b * OH + oy) * OW + ox) * N,
+                              OW * N, N, (int)std::min<int64_t>(4, OH - oy), (int)std::min<int64_t>(4, OW - ox)};
+                out_tile(a);
+            }
+        },
+        {m, dst});
+    if (!fused) {
+        post_ops po;
+        if (activation_post_ops(c.act, po)) {
+            for (int i = 0; i < po.len(); ++i) {
+                float scale, alpha, beta;
+                algorithm alg;
+                po.get_params_eltwise(i, scale, alg, alpha, beta);
+                eltwise_forward::primitive_desc ep(
+                    eltwise_forward::desc(prop_kind::forward_inference, alg, p.desc(dst), alpha, beta), p.attr(), p.eng);
+                p.add(eltwise_forward(ep), ep.scratchpad_desc(), {{DNNL_ARG_SRC, dst}, {DNNL_ARG_DST, dst}});
+            }
+        } else {
+            apply_activation(p, dst, c.act);
+        }
+    }
+    return dst;
+}
+
+}  // namespace engine
+}  // namespace dkd
