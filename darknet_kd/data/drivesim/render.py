@@ -135,7 +135,9 @@ def _ground(albedo, scene: Scene, cam: Camera):
             start = i
 
 
-def _background(scene: Scene, cam: Camera, want_color: bool):
+def _background(scene: Scene, cam: Camera, want_color: bool, dt=np.uint8):
+    """Sky, ground and buildings: the 4-channel albedo canvas (BGR + object id 0) of type
+    ``dt``, depth, ids, emissive windows and the shop-front lights."""
     W, H = cam.width, cam.height
     c = scene.colors
     hz = int(np.clip(np.ceil(cam.horizon - 0.5), 0, H))
@@ -146,11 +148,12 @@ def _background(scene: Scene, cam: Camera, want_color: bool):
     depth[hz:] = np.minimum(cam.f * cam.cam_h / np.maximum(rows, 1e-3), SKY_DEPTH)[:, None]
     albedo = None
     if want_color:
-        albedo = np.empty((H, W, 3), np.uint8)
+        albedo = np.empty((H, W, 4), dt)
         if hz:
             t = (np.arange(hz, dtype=np.float32) / hz)[:, None]
             top, hor = np.array(c["sky_top"], np.float32), np.array(c["sky_horizon"], np.float32)
-            rows = (top + (hor - top) * t ** 1.5).astype(np.uint8)[:, None, :]
+            rows = np.zeros((hz, 1, 4), dt)
+            rows[:, 0, :3] = (top + (hor - top) * t ** 1.5).astype(np.uint8)
             albedo[:hz] = cv2.resize(rows, (W, hz), interpolation=cv2.INTER_NEAREST)
         cv2.rectangle(albedo, (0, hz), (W, H), c["walk"], -1)
         _ground(albedo, scene, cam)
@@ -169,7 +172,6 @@ def _background(scene: Scene, cam: Camera, want_color: bool):
     for k, b in enumerate(blds):
         pts = [fq[k]]
         cv2.fillPoly(xb, pts, float(b.X), cv2.LINE_8, SHIFT)
-        cv2.fillPoly(ids, pts, BUILDING, cv2.LINE_8, SHIFT)
         if want_color:
             tone = 0.82 if b.side < 0 else 1.0                      # the sun lights one side more
             cv2.fillPoly(albedo, pts, tuple(int(v * tone) for v in b.color), cv2.LINE_8, SHIFT)
@@ -181,12 +183,15 @@ def _background(scene: Scene, cam: Camera, want_color: bool):
         for sel, col in ((lit == 1, (25.0, 60.0, 90.0)), (lit == 2, (80.0, 78.0, 70.0))):   # warm, cool
             if sel.any():
                 cv2.fillPoly(emis, list(wq[sel]), col, cv2.LINE_8, SHIFT)
-    if blds:
-        bmask = ids == BUILDING
+    if blds:            # building pixels: xb != 0 (a facade is never the plane X = 0 of the camera)
+        bmask = cv2.compare(xb, 0.0, cv2.CMP_NE)
+        ids[bmask.view(bool)] = BUILDING
         cols = np.arange(W, dtype=np.float32) + 0.5 - np.float32(cam.cx)
         cols[np.abs(cols) < 1e-3] = 1e-3
-        d = xb * (np.float32(cam.f) / cols)[None, :]
-        np.copyto(depth, np.clip(d, NEAR, SKY_DEPTH), where=bmask)
+        xb *= (np.float32(cam.f) / cols)[None, :]
+        np.maximum(xb, NEAR, out=xb)
+        np.minimum(xb, SKY_DEPTH, out=xb)
+        cv2.copyTo(xb, bmask, depth)
     return albedo, depth, ids, emis, lights
 
 
@@ -194,132 +199,186 @@ def _windows(cam, blds, seed):
     """Window quads of all buildings (fixed-point, grouped by building in ``blds`` order),
     the building index of each, and its night state (0 dark, 1 warm, 2 cool light).
     Windows less than ~1.5 px tall are not drawn; shop fronts (wide ground-floor windows)
-    are always lit."""
-    Zc, Vc, HW, WH, Xs, idx, shop = [], [], [], [], [], [], []
-    lit_p = []
+    are always lit.  A building's windows are its ``nf`` floors times ``len(zc)`` columns,
+    floor-major; all buildings are laid out at once (one index array, no per-building
+    numpy work beyond the column positions)."""
+    zcs, ks, nfs = [], [], []
     for k, b in enumerate(blds):
         z_end = min(b.z1 - b.win_w * 0.5, cam.f * b.win_h / 1.5)
         zc = np.arange(max(b.z0, NEAR) + b.col_step * 0.5, z_end, b.col_step)
         nf = int(np.ceil((b.h - b.win_h - 1.2) / b.floor))
-        if not len(zc) or nf <= 0:
-            continue
-        n = len(zc) * nf
-        fl = np.repeat(np.arange(nf), len(zc))
-        g = (fl == 0) & b.shop
-        Zc.append(np.tile(zc, nf))
-        Vc.append(0.9 + fl * b.floor)
-        HW.append(np.where(g, b.win_w * 0.9, b.win_w * 0.5))
-        WH.append(np.where(g, b.win_h * 1.5, b.win_h))
-        Xs.append(np.full(n, b.X))
-        idx.append(np.full(n, k))
-        shop.append(g)
-        lit_p.append(np.full(n, b.lit))
-    if not Zc:
+        if len(zc) and nf > 0:
+            zcs.append(zc)
+            ks.append(k)
+            nfs.append(nf)
+    if not zcs:
         return np.zeros((0, 4, 2), np.int32), np.zeros(0, np.int64), np.zeros(0, np.int8)
-    Z, V, hw, wh, X = (np.concatenate(a) for a in (Zc, Vc, HW, WH, Xs))
+    ncol = np.array([len(z) for z in zcs])
+    nf = np.array(nfs)
+    n = ncol * nf                                              # windows per building
+    first = np.cumsum(n) - n
+    col0 = np.cumsum(ncol) - ncol
+    bk = np.repeat(np.arange(len(ks)), n)                      # row in ks of every window
+    local = np.arange(n.sum()) - first[bk]
+    fl = local // ncol[bk]                                     # floor, then column
+    Z = np.concatenate(zcs)[col0[bk] + local % ncol[bk]]
+    prop = np.array([(blds[k].floor, blds[k].win_w, blds[k].win_h, blds[k].X, blds[k].lit, blds[k].shop)
+                     for k in ks], np.float64)[bk]
+    floor, win_w, win_h, X, lit_p, shop = prop.T
+    g = (fl == 0) & (shop > 0)
+    V = 0.9 + fl * floor
+    hw = np.where(g, win_w * 0.9, win_w * 0.5)
+    wh = np.where(g, win_h * 1.5, win_h)
     q = _facade_quads(cam, X, Z - hw, Z + hw, V, V + wh)
     rng = np.random.default_rng(seed)
     u = rng.random((2, len(Z)))
-    lit = (u[0] < np.concatenate(lit_p)) | np.concatenate(shop)
+    lit = (u[0] < lit_p) | g
     state = np.where(lit, np.where(u[1] < 0.7, 1, 2), 0).astype(np.int8)
-    return _fix(q), np.concatenate(idx), state
+    return _fix(q), np.asarray(ks)[bk], state
 
 
 # ---------------------------------------------------------------- objects
 
-def _sprite(prims, bx, by, s):
-    """Lay out a primitive list anchored at pixel (bx, by) with s px per metre: one affine
-    transform and one fixed-point rounding for all points.  Returns the sprite origin
-    (ox, oy), its size (sw, sh) and the draw list (kind, fixed points, thickness or
-    fixed radii, albedo, emissive)."""
-    chunks, meta = [], []
-    for kind, g, alb, em in prims:
-        if kind == "P":
-            chunks.append(g)
-            meta.append((kind, len(g), 0, alb, em))
-        elif kind == "L":
-            chunks.append(g[0])
-            meta.append((kind, len(g[0]), max(1, int(round(g[1] * s))), alb, em))
-        else:
-            cu, cv, ru, rv = g[:4]
-            t = g[4] / 2 if kind == "R" else 0.0
-            chunks.append(np.array(((cu, cv), (cu - ru - t, cv - rv - t), (cu + ru + t, cv + rv + t)), np.float32))
-            r = (max(int(ru * s * _ONE + 0.5), _ONE // 2), max(int(rv * s * _ONE + 0.5), _ONE // 2))
-            meta.append((kind, 3, (max(1, int(round(g[4] * s))) if kind == "R" else -1, r), alb, em))
+def _layout(things, cam):
+    """Lay out every object's primitives (:mod:`.shapes`, at s = f/Z px per metre, anchored
+    at its projected ground point) in one pass: one affine transform, one bounding box per
+    object and one fixed-point rounding for all points of the scene.  Per object: the
+    anchor (bx, by), the sprite origin (ox, oy) and size (sw, sh) — the primitives' extent
+    plus a margin of 1 px and half the thickest line, so a sprite never clips its object —,
+    the fixed points relative to the origin and the draw list (kind, start, end, thickness
+    or fixed radii, albedo, emissive) indexing them."""
+    f, cx, hor, ch_m = cam.f, cam.cx, cam.horizon, cam.cam_h
+    chunks, metas, counts, par = [], [], [], []
+    for t in things:
+        s = f / t.Z
+        meta, i, thick = [], 0, 0
+        for kind, g, alb, em in SHAPES[t.kind](t.p, t.view, s):
+            if kind == "P":
+                chunks.append(g)
+                meta.append((kind, i, i + len(g), 0, alb, em))
+                i += len(g)
+            elif kind == "L":
+                th = max(1, int(round(g[1] * s)))
+                chunks.append(g[0])
+                meta.append((kind, i, i + len(g[0]), th, alb, em))
+                i += len(g[0])
+                thick = max(thick, th)
+            else:
+                cu, cv, ru, rv = g[:4]
+                h = g[4] / 2 if kind == "R" else 0.0
+                chunks.append(np.array(((cu, cv), (cu - ru - h, cv - rv - h), (cu + ru + h, cv + rv + h)), np.float32))
+                r = (max(int(ru * s * _ONE + 0.5), _ONE // 2), max(int(rv * s * _ONE + 0.5), _ONE // 2))
+                meta.append((kind, i, i + 3, (max(1, int(round(g[4] * s))) if kind == "R" else -1, r), alb, em))
+                i += 3
+        metas.append(meta)
+        counts.append(i)
+        par.append((s, -s, cx + t.X * s, hor + (ch_m - t.Y) * s, 1 + thick / 2))
+    if not things:
+        return []
+    n = np.array(counts)
+    start = np.cumsum(n) - n
+    par = np.array(par)
+    per_pt = np.repeat(par, n, axis=0)
     pts = np.concatenate(chunks).astype(np.float64)
-    pts *= (s, -s)
-    pts += (bx, by)
-    margin = 1 + max((m[2] for m in meta if m[0] == "L"), default=0) / 2
-    lo = pts.min(0) - margin
-    hi = pts.max(0) + margin
-    ox, oy = int(np.floor(lo[0])), int(np.floor(lo[1]))
-    size = (int(np.ceil(hi[0])) + 1 - ox, int(np.ceil(hi[1])) + 1 - oy)
-    fixed = np.round((pts - (ox, oy)) * _ONE).astype(np.int32)
-    draws, i = [], 0
-    for kind, n, th, alb, em in meta:
-        draws.append((kind, fixed[i:i + n], th, alb, em))
-        i += n
-    return (ox, oy), size, draws
+    pts *= per_pt[:, :2]
+    pts += per_pt[:, 2:4]
+    lo = np.minimum.reduceat(pts, start) - par[:, 4:]
+    hi = np.maximum.reduceat(pts, start) + par[:, 4:]
+    origin = np.floor(lo).astype(np.int64)
+    size = np.ceil(hi).astype(np.int64) + 1 - origin
+    fixed = np.round((pts - np.repeat(origin, n, axis=0)) * _ONE).astype(np.int32)
+    return [(par[k, 2], par[k, 3], *origin[k].tolist(), *size[k].tolist(), fixed[start[k]:start[k] + n[k]], metas[k])
+            for k in range(len(things))]
 
 
-def _draw(img, kind, q, th, color):
-    if kind == "P":
-        cv2.fillPoly(img, [q], color, cv2.LINE_8, SHIFT)
-    elif kind == "L":
-        cv2.polylines(img, [q], False, color, th, cv2.LINE_8, SHIFT)
-    else:
-        cv2.ellipse(img, (int(q[0, 0]), int(q[0, 1])), th[1], 0, 0, 360, color, th[0], cv2.LINE_8, SHIFT)
+def _paint(img, fixed, meta, color, emis=None, owner=None, ident=0):
+    """Draw a sprite's primitives into ``img`` (``color`` a function of the albedo), and from
+    its first emissive primitive on also into ``emis`` (radiance, 0 for the rest: later
+    primitives of the same object cover its lights) and ``ident`` into ``owner``."""
+    lit = False
+    for kind, a, b, th, alb, em in meta:
+        q = fixed[a:b]
+        c = color(alb)
+        lit = lit or (emis is not None and em is not None)
+        for dst, col in ((img, c), (emis, em or (0.0, 0.0, 0.0)), (owner, ident)) if lit else ((img, c),):
+            if kind == "P":
+                cv2.fillPoly(dst, [q], col, cv2.LINE_8, SHIFT)
+            elif kind == "L":
+                cv2.polylines(dst, [q], False, col, th, cv2.LINE_8, SHIFT)
+            else:
+                cv2.ellipse(dst, (int(q[0, 0]), int(q[0, 1])), th[1], 0, 0, 360, col, th[0], cv2.LINE_8, SHIFT)
+
+
+def _id_channel(img):
+    """The object-id channel of an object canvas (4-channel: the fourth; else the image)."""
+    return cv2.extractChannel(img, 3) if img.ndim == 3 else img
 
 
 def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Layers:
     """Draw ``scene`` at ``width`` x ``height``.  ``color=False`` draws only what the labels
-    need (object masks and the building depth test): several times faster."""
+    need (object masks and the building depth test): several times faster.
+
+    Objects are painted far to near straight into the background's canvas: BGR albedo plus
+    the object's index + 1 as a fourth channel (the id channel alone without colour), and
+    emissive primitives into ``emis`` with the index of the object that lit the pixel in
+    ``owner`` (a nearer object covers a farther one's lights: emission is kept where the
+    owner is the object seen).  ids and depth of the objects are laid over the background
+    once at the end, from the id channel through a table.  Two kinds of object are drawn
+    as a sprite first and copied: cross traffic, which a corner building may hide (copied
+    where the building is not nearer), and objects cut by the image border (OpenCV clips a
+    primitive's edges at the border slightly differently from drawing it whole, and the
+    sprite gives the whole silhouette).  The silhouette area of an object (for
+    :data:`MIN_VISIBLE`) is counted on the canvas right after it is drawn, or on its sprite.
+    Drawing straight into the canvas gives the same pixels as the sprite would (integer
+    translation of fixed-point vertices), so the layers are those of a sprite per object."""
     cam = Camera.of(scene, width, height)
     W, H = width, height
-    albedo, depth, ids, emis, lights = _background(scene, cam, color)
-    shadow = np.zeros((H, W), np.uint8) if color else None
-
     things = [t for t in scene.things if t.Z > NEAR]
     order = sorted(range(len(things)), key=lambda i: (-things[i].Z, things[i].order))
+    dt = np.uint8 if len(things) < 255 else np.uint16          # the id channel holds index + 1
+    canvas, depth, ids, emis, lights = _background(scene, cam, color, dt)
+    shadow = np.zeros((H, W), np.uint8) if color else None
+    canvas = canvas if color else np.zeros((H, W), dt)
+    owner = np.zeros((H, W), dt) if color else None
     full_area = np.zeros(len(things), np.int64)
     extent = np.zeros((len(things), 4), np.int64)             # clipped sprite rectangles
-    ch = 4 if color else 1
-    f, cx, hor, ch_m = cam.f, cam.cx, cam.horizon, cam.cam_h
+    ztab = np.zeros(len(things) + 1, np.float32)
+    layout = _layout(things, cam)
     # only objects beyond a facade plane (cross traffic) can be hidden by a building
     facade_l = max((b.X for b in scene.buildings if b.side < 0), default=-np.inf)
     facade_r = min((b.X for b in scene.buildings if b.side > 0), default=np.inf)
     for i in order:
         t = things[i]
-        s = f / t.Z
-        bx, by = cx + t.X * s, hor + (ch_m - t.Y) * s
-        (ox, oy), (sw, sh), draws = _sprite(SHAPES[t.kind](t.p, t.view, s), bx, by, s)
+        bx, by, ox, oy, sw, sh, fixed, meta = layout[i]
         x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + sw, W), min(oy + sh, H)
         if x0 >= x1 or y0 >= y1 or sw > 8 * W or sh > 8 * H:
             continue
-        spr = np.zeros((sh, sw, ch), np.uint8)                 # BGR + mask (or mask only)
-        spe = None
-        for kind, q, th, alb, em in draws:
-            _draw(spr, kind, q, th, (*alb, 255) if color else 255)
-            if color and (em is not None or spe is not None):   # emissive: from the first light on
-                if spe is None:
-                    spe = np.zeros((sh, sw, 3), np.float32)
-                _draw(spe, kind, q, th, em if em is not None else (0.0, 0.0, 0.0))
-        mask = cv2.extractChannel(spr, 3) if color else spr[..., 0]
-        full_area[i] = cv2.countNonZero(mask)
+        ident = i + 1
+        col = (lambda alb: (*alb, ident)) if color else (lambda alb: ident)
         reg = (slice(y0, y1), slice(x0, x1))
-        sreg = (slice(y0 - oy, y1 - oy), slice(x0 - ox, x1 - ox))
-        m = mask[sreg]
-        if not facade_l < t.X < facade_r:              # corner buildings hide cross traffic
-            m = m & ~((ids[reg] == BUILDING) & (depth[reg] < t.Z)).view(np.uint8)
-        ids[reg] = cv2.copyTo(np.full(m.shape, FIRST_OBJECT + i, np.int16), m, ids[reg])
-        depth[reg] = cv2.copyTo(np.full(m.shape, t.Z, np.float32), m, depth[reg])
+        inside = x0 == ox and y0 == oy and x1 == ox + sw and y1 == oy + sh
+        occludable = not facade_l < t.X < facade_r   # corner buildings hide cross traffic
+        if occludable or not inside:                 # (OpenCV clips differently than a sprite does)
+            spr = np.zeros((sh, sw) + canvas.shape[2:], dt)
+            spe = np.zeros((sh, sw, 3), np.float32) if color else None
+            spo = np.zeros((sh, sw), dt) if color else None
+            _paint(spr, fixed, meta, col, spe, spo, ident)
+            mask = cv2.compare(_id_channel(spr), 0, cv2.CMP_GT)
+            full_area[i] = cv2.countNonZero(mask)
+            m = mask[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+            if occludable:
+                m = m & ~((_id_channel(canvas[reg]) == 0) & (ids[reg] == BUILDING) & (depth[reg] < t.Z)).view(np.uint8)
+            canvas[reg] = cv2.copyTo(spr[y0 - oy:y1 - oy, x0 - ox:x1 - ox], m, canvas[reg])
+            if color:
+                emis[reg] = cv2.copyTo(spe[y0 - oy:y1 - oy, x0 - ox:x1 - ox], m, emis[reg])
+                owner[reg] = cv2.copyTo(spo[y0 - oy:y1 - oy, x0 - ox:x1 - ox], m, owner[reg])
+        else:
+            _paint(canvas, fixed + np.int32((ox << SHIFT, oy << SHIFT)), meta, col, emis, owner, ident)
+            if t.cls >= 0:
+                full_area[i] = np.count_nonzero(_id_channel(canvas[reg]) == ident)
+        ztab[ident] = t.Z
         extent[i] = (x0, y0, x1, y1)
         if color:
-            albedo[reg] = cv2.copyTo(cv2.cvtColor(spr[sreg], cv2.COLOR_BGRA2BGR), m, albedo[reg])
-            if spe is not None:
-                emis[reg] = cv2.copyTo(spe[sreg], m, emis[reg])
-            else:
-                emis[reg] = cv2.copyTo(np.zeros((*m.shape, 3), np.float32), m, emis[reg])
             if t.cls >= 0 and t.kind not in ("traffic_light", "traffic_sign"):   # sun shadow on the ground
                 w = sw * (0.55 if t.view.startswith("side") else 0.6)
                 cv2.ellipse(shadow, (int(bx * _ONE), int(by * _ONE)), (int(w * _ONE), int(max(1.0, 0.25 * w) * _ONE)),
@@ -332,13 +391,27 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
             elif t.kind == "bus" and t.p["interior"] is not None:
                 lights.append((t.X, 1.5, t.Z, 0.6, 0.85, 0.95, 2.0, 0.03))
 
+    # lay the object layers over the background
+    obj_id = _id_channel(canvas)
+    obj = cv2.compare(obj_id, 0, cv2.CMP_GT)
+    cv2.add(obj_id, FIRST_OBJECT - 1, dst=ids, mask=obj, dtype=cv2.CV_16S)
+    if dt == np.uint8:
+        ztab = np.pad(ztab, (0, 256 - len(ztab)))
+        cv2.copyTo(cv2.LUT(obj_id, ztab), obj, depth)
+    else:
+        cv2.copyTo(ztab[obj_id], obj, depth)
+    albedo = None
+    if color:
+        albedo = cv2.cvtColor(canvas, cv2.COLOR_BGRA2BGR).astype(np.uint8, copy=False)
+        emis[cv2.compare(obj_id, owner, cv2.CMP_NE).view(bool)] = 0.0      # lights covered by other objects
+
     labels, boxes, vis = [], [], []
     dropped = 0
     for i, t in enumerate(things):
         if t.cls < 0 or full_area[i] == 0:
             continue
         x0, y0, x1, y1 = extent[i]
-        own = (ids[y0:y1, x0:x1] == FIRST_OBJECT + i).view(np.uint8)
+        own = (obj_id[y0:y1, x0:x1] == i + 1).view(np.uint8)
         n = cv2.countNonZero(own)
         frac = n / full_area[i]
         if n == 0 or frac < MIN_VISIBLE:
