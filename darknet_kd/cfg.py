@@ -12,11 +12,13 @@ warning per field nobody read, as Darknet prints ``Unused field``.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CfgError
+from .fileio import atomic_write
 
 # Section names Darknet knows (parser.c:string_to_layer_type), with its aliases.
 ALIASES = {
@@ -215,3 +217,36 @@ def parse_cfg(path) -> Cfg:
     except UnicodeDecodeError as e:
         raise CfgError(f"not a text file (invalid UTF-8 at byte {e.start})", p, offset=e.start) from None
     return parse_cfg_text(text, str(p))
+
+
+def sized_cfg(cfg_path, size: int, folder, scale_anchors: bool = False, name: str | None = None) -> Path:
+    """``folder/name`` (default: the cfg's own file name): a copy of ``cfg_path`` with [net]
+    width and height set to ``size`` — OpenCV, the engine and the trainer read the input size
+    from the cfg.  With ``scale_anchors`` every ``anchors=`` line is scaled by the same factor:
+    Darknet's anchors are in network-input pixels ([yolo] divides them by the net's w/h), so a
+    resized network keeps its anchors' share of the image only if they scale with it.  The file
+    is (atomically) rewritten only when its text changes."""
+    cfg_path = Path(cfg_path)
+    try:
+        text = cfg_path.read_text()
+    except OSError as e:
+        raise CfgError(f"cannot read cfg: {e.strerror}", cfg_path) from None
+    old = {}
+    for key in ("width", "height"):
+        m = re.search(rf"(?m)^[ \t]*{key}[ \t]*=[ \t]*(\d+)[ \t]*(?:[#;].*)?$", text)
+        if not m:
+            raise CfgError(f"no [net] {key}= to resize", cfg_path)
+        old[key] = int(m.group(1))
+        text = text[:m.start()] + f"{key}={size}" + text[m.end():]
+    if scale_anchors:
+        fx, fy = size / old["width"], size / old["height"]
+
+        def scale(m):
+            vals = [v for v in re.split(r"[\s,]+", m.group(1).strip()) if v]
+            return "anchors=" + ", ".join(f"{max(1, round(float(w) * fx))},{max(1, round(float(h) * fy))}"
+                                          for w, h in zip(vals[0::2], vals[1::2]))
+        text = re.sub(r"(?m)^[ \t]*anchors[ \t]*=(.*)$", scale, text)
+    out = Path(folder) / (name or cfg_path.name)
+    if not out.exists() or out.read_text() != text:
+        atomic_write(out, text)
+    return out

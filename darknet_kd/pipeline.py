@@ -43,6 +43,9 @@ The experiment file (INI)::
     seed = 0
     threads = 2                ; torch threads (0: torch's default)
     device = cpu
+    size = 128                 ; optional: train and evaluate both cfgs at this input size
+                               ; (WORK/cfg/ copies, anchors scaled; default: the cfgs' own)
+    bf16 = yes                 ; optional: bfloat16 autocast for every training on CPU
     [data]
     drivesim = cpu             ; DriveSim preset, or `none` and the keys below
     target = night
@@ -122,7 +125,7 @@ class Experiment:
             elif "=" in s and section and not s.startswith((";", "#")):
                 lines[(section, s.split("=", 1)[0].strip().lower())] = n
         exp = cls(path, ini, lines)
-        known = {"experiment": {"work", "seed", "threads", "device", "workers"},
+        known = {"experiment": {"work", "seed", "threads", "device", "workers", "size", "bf16"},
                  "data": {"drivesim", "target", "target_frac", "source", "lower", "upper", "target_val", "target_test",
                           "source_test", "labelled", "unlabelled", "unlabelled_truth", "source_train"},
                  "gan": {"enabled", "preset", "iters", "args"},
@@ -155,6 +158,14 @@ class Experiment:
             raise self.error(f"{key} = {v!r} is not a{'n integer' if kind is int else ' number'}", section,
                              key) from None
 
+    def flag(self, section, key, default: bool = False) -> bool:
+        v = self.get(section, key)
+        if v is None:
+            return default
+        if v.lower() not in ("1", "yes", "true", "on", "0", "no", "false", "off"):
+            raise self.error(f"{key} = {v!r}: yes or no", section, key)
+        return v.lower() in ("1", "yes", "true", "on")
+
     def path_of(self, section, key, default=None) -> Path | None:
         v = self.get(section, key, default)
         if v is None:
@@ -175,6 +186,10 @@ class Pipeline:
         self.threads = exp.number("experiment", "threads", 0)
         self.device = exp.get("experiment", "device", "cpu")
         self.workers = exp.number("experiment", "workers", 2)
+        self.size = exp.number("experiment", "size", 0)
+        if self.size and (self.size < 32 or self.size % 32):
+            raise exp.error(f"size = {self.size}: a positive multiple of 32", "experiment", "size")
+        self.bf16 = exp.flag("experiment", "bf16")
         rows = [r.strip() for r in exp.get("student", "rows", ",".join(ALL_ROWS)).split(",") if r.strip()]
         bad = [r for r in rows if r not in ALL_ROWS]
         if bad:
@@ -222,6 +237,16 @@ class Pipeline:
         if self.threads:
             import torch
             torch.set_num_threads(self.threads)
+
+    def cfg(self, section, default) -> Path:
+        """The section's cfg, or with ``[experiment] size`` its copy WORK/cfg/<name> at that input
+        size, anchors scaled (darknet_kd.cfg.sized_cfg); the weights keep the cfg's stem."""
+        cfg = self.exp.path_of(section, "cfg", default)
+        if not self.size:
+            return cfg
+        from .cfg import sized_cfg
+
+        return sized_cfg(cfg, self.size, self.work / "cfg", scale_anchors=True)
 
     # -- datasets ------------------------------------------------------------------------------------
     def dataset(self) -> dict:
@@ -336,6 +361,7 @@ class Pipeline:
                                 batch=exp.number(section, "batch", None) or None,
                                 subdivisions=exp.number(section, "subdivisions", None) or None,
                                 workers=self.workers, seed=self.seed, resume=ckpt.exists(), device=self.device,
+                                bf16=self.bf16,
                                 progress=self.progress, ema=exp.number(section, "ema", 0.0, float),
                                 save_every=50, map_every=10 ** 9, chart=True)   # validation mAP once, at the end
             if kd == "none":
@@ -387,7 +413,7 @@ class Pipeline:
 
     def teacher(self, ds, translated):
         exp = self.exp
-        self.teacher_cfg = exp.path_of("teacher", "cfg", "cfg/yolov4-tiny-3l-teacher-drivesim.cfg")
+        self.teacher_cfg = self.cfg("teacher", "cfg/yolov4-tiny-3l-teacher-drivesim.cfg")
         given = exp.path_of("teacher", "weights")
         if given is not None:
             self.teacher_weights = given
@@ -437,7 +463,7 @@ class Pipeline:
         need_pl = any("P" in ROW_DATA[r] for r in self.rows)
         pl = self.pseudo(ds) if need_pl else None
         lists = {"S": ds["source_train"], "T": ds["labelled"], "G": translated, "P": pl}
-        student_cfg = exp.path_of("student", "cfg", "cfg/yolov4-tiny-drivesim.cfg")
+        student_cfg = self.cfg("student", "cfg/yolov4-tiny-drivesim.cfg")
         results = {}
         if exp.path_of("teacher", "weights") is None:
             results["teacher"] = self.evaluate("teacher", self.teacher_cfg, self.teacher_weights, ds)

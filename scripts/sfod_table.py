@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shlex
 import statistics
 import subprocess
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 
+from darknet_kd.cfg import sized_cfg  # noqa: E402
 from darknet_kd.fileio import atomic_write  # noqa: E402
 
 METHODS = ("source-only", "mt", "lpld", "oracle")
@@ -60,23 +60,6 @@ def dataset(out: Path, preset: str, seed: int, targets, workers: int) -> Path:
         sh([BIN / "darknet-kd", "drivesim", ds, "--preset", preset, "--seed", seed, "--target", ",".join(targets),
             "--workers", workers, "--overwrite"])
     return ds
-
-
-def sized_cfg(cfg: Path, out: Path, size: int | None) -> Path:
-    """The cfg, or a copy with [net] width/height = size and the anchors scaled with it."""
-    if not size:
-        return cfg
-    text = cfg.read_text()
-    f = size / int(re.search(r"(?m)^width=(\d+)", text).group(1))
-    scale = lambda m: "anchors=" + ", ".join(",".join(str(max(1, round(float(v) * f))) for v in a.split(","))
-                                            for a in re.findall(r"\s*([\d.]+\s*,\s*[\d.]+)", m.group(1)))
-    text = re.sub(r"(?m)^anchors\s*=\s*(.*)$", scale, text)  # anchors are in input pixels
-    text = re.sub(r"(?m)^width=\d+", f"width={size}", text, count=1)
-    text = re.sub(r"(?m)^height=\d+", f"height={size}", text, count=1)
-    dest = out / f"{cfg.stem}-{size}.cfg"
-    if not dest.exists() or dest.read_text() != text:
-        atomic_write(dest, text)
-    return dest
 
 
 def train(data, cfg, backup: Path, seed, iterations, extra=()):
@@ -161,7 +144,9 @@ def main():
     bad = [m for m in methods if m not in METHODS]
     if bad:
         p.error(f"unknown methods {bad}; choose from {', '.join(METHODS)}")
-    cfg = sized_cfg(Path(args.cfg), out, 128 if args.preset == "mini" else None)
+    cfg = Path(args.cfg)
+    if args.preset == "mini":   # the cfg at 128x128, anchors scaled with it
+        cfg = sized_cfg(cfg, 128, out, scale_anchors=True, name=f"{cfg.stem}-128.cfg")
     extra = [*(["--batch", args.batch] if args.batch else []), *(["--bf16"] if args.bf16 else []),
              "--workers", args.workers]
     t0 = time.time()

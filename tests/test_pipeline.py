@@ -113,6 +113,29 @@ def test_pipeline_cli_and_errors(tmp_path, capsys):
         Pipeline(Experiment.read(bad), progress=False).run()
 
 
+def test_pipeline_size_and_bf16(tmp_path):
+    """[experiment] size rewrites both cfgs into WORK/cfg (anchors scaled) and every model trains and is
+    evaluated at that size; bf16 reaches the trainer; bad values name the line."""
+    torch.set_num_threads(1)
+    ini = _experiment(tmp_path, rows="lower")
+    ini.write_text(ini.read_text().replace("workers = 0", "workers = 0\nsize = 64\nbf16 = yes"))
+    res = Pipeline(Experiment.read(ini), progress=False).run()
+    work = tmp_path / "work"
+    student = (work / "cfg" / "tiny.cfg").read_text()
+    assert "width=64" in student and "height=64" in student and "width=96" not in student
+    assert "anchors=8,8, 13,20, 20,13" in student                       # 12,12, 20,30, 30,20 x 64/96
+    assert "width=64" in (work / "cfg" / "teacher.cfg").read_text()
+    ckpt = torch.load(work / "students" / "lower" / "tiny_last.ckpt", weights_only=True)
+    assert ckpt["options"]["bf16"] is True
+    assert res["table"]["rows"]["lower"]["kd"] == "none"
+    for line, err in (("size = 100", r"exp.ini:6: size = 100: a positive multiple of 32"),
+                      ("bf16 = maybe", r"exp.ini:6: bf16 = 'maybe': yes or no")):
+        ini.write_text(ini.read_text().replace("size = 64\nbf16 = yes", line))
+        with pytest.raises(DarknetKDError, match=err):
+            Pipeline(Experiment.read(ini), progress=False)
+        ini.write_text(ini.read_text().replace(line, "size = 64\nbf16 = yes"))
+
+
 def test_gap_and_markdown():
     assert gap_recovered(60.2, 51.8, 62.8) == pytest.approx(0.7636, abs=1e-4)   # the paper's 76 %
     rows = {"lower": {"source": [0.4, 0.5], "target": [0.5, 0.6], "all": [0.45, 0.55], "val": [0.5, 0.6]},

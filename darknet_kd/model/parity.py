@@ -8,13 +8,13 @@ zeroed a class score, ours must lie at or below its threshold.
 """
 from __future__ import annotations
 
-import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..cfg import sized_cfg  # noqa: F401  (also imported from here by the engine tests and bench/infer.py)
 from .darknet import Darknet
 from .weights import randomize
 
@@ -62,17 +62,6 @@ def compare_with_opencv(model: Darknet, cfg_path, weights_path, x: np.ndarray) -
                         float(np.abs(np.where(reported, m[:, 5:] - t[:, 5:], 0)).max()),
                         float(np.where(reported, 0, m[:, 5:] - OPENCV_CLASS_THRESH).max(initial=0.0)))
     return worst
-
-
-def sized_cfg(cfg_path, size: int, folder) -> Path:
-    """A copy of ``cfg_path`` in ``folder`` with [net] width and height set to ``size`` (OpenCV and
-    the engine read the input size from the cfg)."""
-    cfg_path = Path(cfg_path)
-    text = re.sub(r"(?m)^\s*width\s*=.*$", f"width={size}", cfg_path.read_text())
-    text = re.sub(r"(?m)^\s*height\s*=.*$", f"height={size}", text)
-    out = Path(folder) / cfg_path.name
-    out.write_text(text)
-    return out
 
 
 def random_parity(cfg_path, size: int | None = None, seed: int = 0, batch: int = 1) -> float:

@@ -65,6 +65,7 @@ class Preset:
 
 PRESETS = {
     "smoke": Preset(128, (16, 6, 6), (20, 6, 6), "a few dozen images for tests: seconds"),
+    "demo": Preset(128, (800, 100, 200), (800, 100, 200), "128x128 for `make demo`'s whole pipeline on 2 cores"),
     "cpu": Preset(256, (2000, 300, 300), (2000, 300, 300),
                   "256x256 so a yolov4-tiny-class model trains in minutes on 2 cores"),
     "gpu": Preset(416, (8000, 1000, 1000), (8000, 1000, 1000), "416x416, 4x the cpu scenes, for GPU training"),
