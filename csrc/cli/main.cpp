@@ -192,9 +192,16 @@ std::vector<std::string> image_paths(const std::string& source) {
     }
     if (!exists(source)) throw InputError(source + ": no such image, folder or list");
     if (is_image(source)) return {source};
+    // Relative paths as darknet_kd.data.read_list: from the current folder when they exist
+    // there, else from the list file's folder (also where a missing one is reported).
+    size_t slash = source.find_last_of('/');
+    std::string dir = slash == std::string::npos ? "" : source.substr(0, slash + 1);
     std::vector<std::string> lines = read_lines(source, "the image list");
-    for (size_t i = 0; i < lines.size(); ++i)
-        if (!lines[i].empty() && lines[i][0] != '#') out.push_back(lines[i]);
+    for (size_t i = 0; i < lines.size(); ++i) {
+        const std::string& l = lines[i];
+        if (l.empty() || l[0] == '#') continue;
+        out.push_back(l[0] == '/' || dir.empty() || exists(l) ? l : dir + l);
+    }
     if (out.empty()) throw InputError(source + ": the image list is empty");
     return out;
 }

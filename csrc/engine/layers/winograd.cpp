@@ -11,6 +11,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <unordered_map>
 #include <string>
 #include <vector>
 
@@ -22,6 +24,11 @@ namespace engine {
 namespace {
 
 constexpr int64_t kMinTiles = 40;  // below this the matmul is too thin to beat oneDNN's direct kernel
+// Layers whose transformed filters fit this many bytes run tile block by tile block, each
+// thread taking a block through input transform, matmul and output transform while it is
+// in its L2 cache; larger filters run as three whole-layer passes (the filters read once).
+constexpr int64_t kBlockedWeightBytes = int64_t(1) << 20;
+constexpr int64_t kBlockBytes = 640 << 10;  // V + M of one block
 
 // G (6x3) of F(4x4, 3x3).
 const double kG[6][3] = {{1.0 / 4, 0, 0},
@@ -65,8 +72,6 @@ int plan_winograd(Plan& p, const Layer& l, const ConvSpec& c) {
         src = p.as(src, md_t({B, C, H, W}, dt::f32, tag::nhwc));
         channels_last(p.desc(src), s, &off);
     }
-    int v = p.add_tensor(md_t({36, T, C}, dt::f32, tag::abc));
-    int m = p.add_tensor(md_t({36, T, N}, dt::f32, tag::abc));
     int dst = p.add_tensor(md_t({B, N, OH, OW}, dt::f32, tag::nhwc));
 
     // U[k][ci][o] = (G g G^T)[k], k = 6 i + j.
@@ -82,44 +87,93 @@ int plan_winograd(Plan& p, const Layer& l, const ConvSpec& c) {
                     u[((size_t)(i * 6 + j) * C + ci) * N + o] =
                         (float)(gg[i][0] * kG[j][0] + gg[i][1] * kG[j][1] + gg[i][2] * kG[j][2]);
         }
-    md_t v_md = p.desc(v), m_md = p.desc(m);
     md_t u_any({36, C, N}, dt::f32, tag::any), u_given({36, C, N}, dt::f32, tag::abc);
-    matmul::primitive_desc pd(matmul::desc(v_md, u_any, m_md), p.attr(), p.eng);
-    memory um = p.constant(pd.weights_desc(), u.data(), u_given);
 
     auto in_tile = DKD_ISA_SELECT(isa_base::wino_input_tile, isa_avx2::wino_input_tile, isa_avx512::wino_input_tile);
     auto out_tile = DKD_ISA_SELECT(isa_base::wino_output_tile, isa_avx2::wino_output_tile, isa_avx512::wino_output_tile);
     const int64_t sb = s[0], sr = s[2], sp = s[3];
-    p.add_fn(
-        [=](Plan& pl) {
-            const float* x = static_cast<const float*>(pl.data(src)) + off;
-            float* vd = static_cast<float*>(pl.data(v));
-#pragma omp parallel for schedule(static)
-            for (int64_t t = 0; t < T; ++t) {
-                const int64_t b = t / (th * tw), r = t % (th * tw);
-                WinoInTile a{x + b * sb, H, W, sr, sp, C, (r / tw) * 4 - pad, (r % tw) * 4 - pad, vd + t * C, T * C};
-                in_tile(a);
-            }
-        },
-        {src, v});
-    p.add(matmul(pd), pd.scratchpad_desc(), {{DNNL_ARG_SRC, v}, {DNNL_ARG_DST, m}}, {{DNNL_ARG_WEIGHTS, um}});
-
     WinoAct act = c.act == Act::kLeaky ? WinoAct::kLeaky : c.act == Act::kRelu ? WinoAct::kRelu : WinoAct::kLinear;
     const bool fused = c.act == Act::kLeaky || c.act == Act::kRelu || c.act == Act::kLinear;
-    std::vector<float> bias(c.bias, c.bias + N);
-    p.add_fn(
-        [=](Plan& pl) {
-            const float* md = static_cast<const float*>(pl.data(m));
-            float* y = static_cast<float*>(pl.data(dst));
+    auto bias = std::make_shared<std::vector<float>>(c.bias, c.bias + N);
+    // Tile t of the layer -> its input patch origin / output block.
+    auto in_args = [=](const float* x, int64_t t, float* vrow, int64_t plane) {
+        const int64_t b = t / (th * tw), r = t % (th * tw);
+        return WinoInTile{x + b * sb, H, W, sr, sp, C, (r / tw) * 4 - pad, (r % tw) * 4 - pad, vrow, plane};
+    };
+    auto out_args = [=](const float* mrow, int64_t plane, int64_t t, float* y) {
+        const int64_t b = t / (th * tw), r = t % (th * tw), oy = (r / tw) * 4, ox = (r % tw) * 4;
+        return WinoOutTile{mrow, plane, N, bias->data(), act, y + ((b * OH + oy) * OW + ox) * N, OW * N, N,
+                           (int)std::min<int64_t>(4, OH - oy), (int)std::min<int64_t>(4, OW - ox)};
+    };
+
+    const int64_t tb = std::max<int64_t>(16, kBlockBytes / (36 * 4 * (C + N)));
+    if (36 * C * N * 4 <= kBlockedWeightBytes && T >= 2 * tb) {
+        // Per thread: its V and M block, a stream and a scratchpad; the one matmul primitive
+        // runs on one thread inside the parallel region (oneDNN does not nest).
+        md_t vb({36, tb, C}, dt::f32, tag::abc), mb({36, tb, N}, dt::f32, tag::abc);
+        matmul::primitive_desc bpd(matmul::desc(vb, u_any, mb), p.attr(), p.eng);
+        memory um = p.constant(bpd.weights_desc(), u.data(), u_given);
+        struct Worker {
+            std::vector<float> v, m;
+            std::vector<uint8_t> scratch;
+            dnnl::stream strm;
+            std::unordered_map<int, memory> args;
+        };
+        auto workers = std::make_shared<std::vector<Worker>>(p.threads);
+        const size_t sbytes = bpd.scratchpad_desc().get_size();
+        for (Worker& wk : *workers) {
+            wk.v.assign(36 * tb * C, 0.f);
+            wk.m.assign(36 * tb * N, 0.f);
+            wk.scratch.assign(std::max<size_t>(sbytes, 64), 0);
+            wk.strm = dnnl::stream(p.eng);
+            wk.args = {{DNNL_ARG_SRC, memory(vb, p.eng, wk.v.data())},
+                       {DNNL_ARG_DST, memory(mb, p.eng, wk.m.data())},
+                       {DNNL_ARG_WEIGHTS, um},
+                       {DNNL_ARG_SCRATCHPAD, memory(bpd.scratchpad_desc(), p.eng, wk.scratch.data())}};
+        }
+        auto prim = std::make_shared<matmul>(bpd);
+        const int64_t blocks = (T + tb - 1) / tb;
+        p.add_fn(
+            [=](Plan& pl) {
+                const float* x = static_cast<const float*>(pl.data(src)) + off;
+                float* y = static_cast<float*>(pl.data(dst));
+#pragma omp parallel num_threads(pl.threads)
+                {
+                    Worker& wk = (*workers)[omp_get_thread_num()];
+#pragma omp for schedule(dynamic, 1)
+                    for (int64_t k = 0; k < blocks; ++k) {
+                        const int64_t t0 = k * tb, n = std::min(tb, T - t0);
+                        for (int64_t i = 0; i < n; ++i) in_tile(in_args(x, t0 + i, wk.v.data() + i * C, tb * C));
+                        prim->execute(wk.strm, wk.args);
+                        wk.strm.wait();
+                        for (int64_t i = 0; i < n; ++i) out_tile(out_args(wk.m.data() + i * N, tb * N, t0 + i, y));
+                    }
+                }
+            },
+            {src, dst});
+    } else {  // three passes over the whole layer: V and M in the arena
+        int v = p.add_tensor(md_t({36, T, C}, dt::f32, tag::abc));
+        int m = p.add_tensor(md_t({36, T, N}, dt::f32, tag::abc));
+        matmul::primitive_desc pd(matmul::desc(p.desc(v), u_any, p.desc(m)), p.attr(), p.eng);
+        memory um = p.constant(pd.weights_desc(), u.data(), u_given);
+        p.add_fn(
+            [=](Plan& pl) {
+                const float* x = static_cast<const float*>(pl.data(src)) + off;
+                float* vd = static_cast<float*>(pl.data(v));
 #pragma omp parallel for schedule(static)
-            for (int64_t t = 0; t < T; ++t) {
-                const int64_t b = t / (th * tw), r = t % (th * tw), oy = (r / tw) * 4, ox = (r % tw) * 4;
-                WinoOutTile a{md + t * N, T * N, N, bias.data(), act, y + ((b * OH + oy) * OW + ox) * N,
-                              OW * N, N, (int)std::min<int64_t>(4, OH - oy), (int)std::min<int64_t>(4, OW - ox)};
-                out_tile(a);
-            }
-        },
-        {m, dst});
+                for (int64_t t = 0; t < T; ++t) in_tile(in_args(x, t, vd + t * C, T * C));
+            },
+            {src, v});
+        p.add(matmul(pd), pd.scratchpad_desc(), {{DNNL_ARG_SRC, v}, {DNNL_ARG_DST, m}}, {{DNNL_ARG_WEIGHTS, um}});
+        p.add_fn(
+            [=](Plan& pl) {
+                const float* md = static_cast<const float*>(pl.data(m));
+                float* y = static_cast<float*>(pl.data(dst));
+#pragma omp parallel for schedule(static)
+                for (int64_t t = 0; t < T; ++t) out_tile(out_args(md + t * N, T * N, t, y));
+            },
+            {m, dst});
+    }
     if (!fused) {
         post_ops po;
         if (activation_post_ops(c.act, po)) {
