@@ -403,7 +403,8 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
     albedo = None
     if color:
         albedo = cv2.cvtColor(canvas, cv2.COLOR_BGRA2BGR).astype(np.uint8, copy=False)
-        emis[cv2.compare(obj_id, owner, cv2.CMP_NE).view(bool)] = 0.0      # lights covered by other objects
+        covered = cv2.compare(obj_id, owner, cv2.CMP_NE)                  # lights covered by other objects
+        cv2.subtract(emis, emis, dst=emis, mask=covered)
 
     labels, boxes, vis = [], [], []
     dropped = 0
