@@ -8,8 +8,11 @@ Two measurements per generator preset (cpu: ngf 16, 4 blocks; gpu: the published
 - ``translate``: the whole command path (``translate_dataset``: read JPEG, translate,
   write JPEG + label copy, lists and .data) on ``--images`` files.
 
-Weights are random (speed does not depend on them).  The machine's 1-minute load average
-is printed: on a shared machine other processes take cores and the figures drop.
+``GFLOP/img`` is the generator's forward cost at ``--size`` (torch.utils.flop_counter: 2 per
+multiply-add of convolutions and matrix products), so ``generator img/s x GFLOP/img`` is the
+arithmetic rate reached.  Weights are random (speed does not depend on them).  The machine's
+1-minute load average is printed: on a shared machine other processes take cores and the
+figures drop.
 
     .venv/bin/python bench/translate.py [--size 256] [--images 16] [--threads 2] [--json out.json]
 """
@@ -27,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -65,6 +69,13 @@ def bench_generator(G, size: int, amp: bool, seconds: float = 3.0) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def generator_gflop(G, size: int) -> float:
+    """Forward FLOPs of G on one size x size image, in GFLOP."""
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        G(torch.zeros(1, 3, size, size))
+    return fc.get_total_flops() / 1e9
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=256)
@@ -88,17 +99,20 @@ def main(argv=None):
             ck = tmp / f"{name}.ckpt"
             save_checkpoint(ck, kind=KIND, config=cfg.to_dict(), iteration=0, G=G.state_dict())
             params = sum(p.numel() for p in G.parameters())
+            gflop = generator_gflop(G, a.size)
             for amp in (False, True):
                 gen = bench_generator(G, a.size, amp)
                 out = tmp / f"out-{name}-{amp}"
                 t0 = time.perf_counter()
                 translate_dataset(ck, data, out, ema=False, amp=amp, device="cpu", progress=False)
                 full = a.images / (time.perf_counter() - t0)
-                rows.append({"preset": name, "params": params, "dtype": "bf16" if amp else "fp32",
-                             "generator_img_s": gen, "translate_img_s": full})
-    print(f"{'preset':8s}{'params':>10s}{'dtype':>7s}{'generator img/s':>17s}{'translate img/s':>17s}")
+                rows.append({"preset": name, "params": params, "gflop_per_img": gflop,
+                             "dtype": "bf16" if amp else "fp32", "generator_img_s": gen, "translate_img_s": full})
+    print(f"{'preset':8s}{'params':>10s}{'GFLOP/img':>11s}{'dtype':>7s}{'generator img/s':>17s}"
+          f"{'GFLOP/s':>9s}{'translate img/s':>17s}")
     for r in rows:
-        print(f"{r['preset']:8s}{r['params'] / 1e6:9.2f}M{r['dtype']:>7s}{r['generator_img_s']:17.2f}"
+        print(f"{r['preset']:8s}{r['params'] / 1e6:9.2f}M{r['gflop_per_img']:11.2f}{r['dtype']:>7s}"
+              f"{r['generator_img_s']:17.2f}{r['generator_img_s'] * r['gflop_per_img']:9.1f}"
               f"{r['translate_img_s']:17.2f}")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     if a.json:
