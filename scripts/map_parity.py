@@ -2,20 +2,22 @@
 """`darknet-kd map` against `darknet detector map`: ``scripts/map_parity.py --darknet PATH``.
 
 Needs a Darknet binary (AlexeyAB/darknet built with its own Makefile: ``make`` with
-GPU=0 OPENCV=0, i.e. -Ofast).  In ``--out`` (default runs/map_parity) it makes a test set
-Darknet and we read identically, then runs both programs and compares the printed lines:
+GPU=0 OPENCV=0, i.e. -Ofast).  In ``--out`` (default runs/map_parity) it makes a test set,
+then runs both programs and compares the printed lines:
 
 - a yolov3-tiny-drivesim.cfg network with random weights whose head convs are rescaled so
   that objectness and class scores spread (about a third of the 960 rows per image pass
   the 0.005 threshold, a few pass 0.25), written as .weights;
-- 24 PNG images at the network size (256x256: no resize, so both programs see the same
-  pixels) and 24 at 256x128 for the letter_box=1 cfg;
+- PNG images (Darknet's OPENCV=0 build decodes with stb_image, we with OpenCV: for PNG the
+  bytes are the same; JPEG decoders differ): 24 at the network size (256x256: no resize),
+  24 at 256x128 and 24 of mixed sizes from 97x61 to 640x480 (each resized by Darknet's
+  resize_image or letterbox_image and by darknet_kd.data.dataset's transcription of them);
 - labels made from the network's own detections (the 6 best, jittered by 4 % of the box
   size, 15 % with a random class), so APs are in a useful range.
 
-Cases: points 0 / 11 / 101, IoU .5 and .75, nms_kind default / greedynms / diounms, and a
-letter_box=1 cfg.  Prints one line per case (IDENTICAL or the differing lines) and writes
-``map_parity.md`` / ``map_parity.json``.
+Cases: points 0 / 11 / 101, IoU .5 and .75, nms_kind default / greedynms / diounms, a
+letter_box=1 cfg, and the mixed sizes stretched and letterboxed.  Prints one line per case
+(IDENTICAL or the differing lines) and writes ``map_parity.md`` / ``map_parity.json``.
 """
 from __future__ import annotations
 
@@ -65,15 +67,19 @@ def make_weights(path: Path, images: list[Path]) -> None:
     model.save_weights(path)
 
 
+MIXED = [(97, 61), (640, 480), (300, 200), (200, 311), (416, 416), (255, 129), (129, 255), (512, 96)]
+
+
 def make_images(folder: Path, size, n: int, rng) -> list[Path]:
+    """``n`` PNGs of ``size`` (w, h), or cycling through :data:`MIXED` when size is None."""
     folder.mkdir(parents=True, exist_ok=True)
-    w, h = size
     paths = []
     for i in range(n):
-        img = cv2.resize(rng.uniform(0, 255, (h // 16, w // 16, 3)).astype(np.float32), (w, h),
+        w, h = size or MIXED[i % len(MIXED)]
+        img = cv2.resize(rng.uniform(0, 255, (max(h // 16, 2), max(w // 16, 2), 3)).astype(np.float32), (w, h),
                          interpolation=cv2.INTER_CUBIC)
         for _ in range(4):
-            x0, y0 = int(rng.integers(0, w - 40)), int(rng.integers(0, h - 30))
+            x0, y0 = int(rng.integers(0, max(w - 40, 1))), int(rng.integers(0, max(h - 30, 1)))
             cv2.rectangle(img, (x0, y0), (x0 + int(rng.integers(10, 120)), y0 + int(rng.integers(10, 90))),
                           tuple(float(v) for v in rng.uniform(0, 255, 3)), -1)
         paths.append(folder / f"{i}.png")
@@ -128,7 +134,8 @@ def main() -> int:
     out = Path(a.out).resolve()
     rng = np.random.default_rng(0)
     sets = {"square": make_images(out / "square", (256, 256), 24, rng),
-            "wide": make_images(out / "wide", (256, 128), 24, rng)}
+            "wide": make_images(out / "wide", (256, 128), 24, rng),
+            "mixed": make_images(out / "mixed", None, 24, rng)}
     weights = out / "random.weights"
     make_weights(weights, sets["square"][:4])
     cfgs = {"default": cfg_variant(out, "default.cfg"),
@@ -142,9 +149,11 @@ def main() -> int:
         data[name].write_text(f"classes=7\nvalid={out / f'{name}.txt'}\nnames={NAMES}\n")
     make_labels(load(cfgs["default"], weights), sets["square"], rng)
     make_labels(load(cfgs["letter_box"], weights), sets["wide"], rng)
+    make_labels(load(cfgs["default"], weights), sets["mixed"], rng)
 
     cases = [("square", "default", 0, 0.5), ("square", "default", 11, 0.5), ("square", "default", 101, 0.75),
-             ("square", "greedynms", 0, 0.5), ("square", "diounms", 11, 0.5), ("wide", "letter_box", 0, 0.5)]
+             ("square", "greedynms", 0, 0.5), ("square", "diounms", 11, 0.5), ("wide", "letter_box", 0, 0.5),
+             ("mixed", "default", 0, 0.5), ("mixed", "default", 101, 0.75), ("mixed", "letter_box", 11, 0.5)]
     rows = []
     for images, cfg, points, iou in cases:
         dk = darknet_lines(a.darknet, data[images], cfgs[cfg], weights, points, iou)

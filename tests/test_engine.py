@@ -289,8 +289,9 @@ def _sensitive(tmp_path, letterbox: bool):
 
 @pytest.mark.parametrize("letterbox", [False, True])
 def test_detect_preprocessing_is_exact(tmp_path, letterbox):
-    """The engine's resize/letterbox gives the input darknet-kd's EvalDataset gives (OpenCV
-    INTER_LINEAR, Darknet's letterbox geometry): the raw heads after detect() are equal."""
+    """The engine's resize/letterbox gives the input darknet-kd's EvalDataset gives (Darknet's
+    resize_image / letterbox_image): the raw heads after detect() are equal (the inputs are
+    equal to the bit: tests/test_image_exact.py::test_engine_input_is_darknets)."""
     from darknet_kd.data.dataset import EvalDataset, collate
 
     model, cfg, w = _sensitive(tmp_path, letterbox)

@@ -71,7 +71,8 @@ cv2.setNumThreads(0)
 WORKER_CONTEXT = None
 
 __all__ = ["AugmentOptions", "TrainDataset", "EvalDataset", "DarknetBatchSampler", "collate", "load_image",
-           "load_all_labels", "augment", "letterbox", "letterbox_size", "to_original_boxes", "multiscale_size",
+           "load_all_labels", "augment", "letterbox", "letterbox_size", "resize_image", "U8_TO_FLOAT",
+           "to_original_boxes", "multiscale_size",
            "rand_scale", "train_loader", "eval_loader", "worker_init_fn", "WORKER_CONTEXT"]
 
 
@@ -139,20 +140,94 @@ def load_all_labels(images, num_classes: int, desc: str = "labels") -> list[np.n
 
 
 def letterbox_size(ow: int, oh: int, w: int, h: int) -> tuple[int, int, int, int]:
-    """Darknet's image.c:letterbox_image geometry: (new_w, new_h, dx, dy), integer fit."""
-    if w / ow < h / oh:
+    """Darknet's image.c:letterbox_image geometry: (new_w, new_h, dx, dy), integer fit.
+    The aspect test is Darknet's float32 ``(float)w / ow < (float)h / oh`` (as
+    yolo_layer.c:correct_yolo_boxes and the yolo_decode op), not a double one."""
+    if np.float32(w) / np.float32(ow) < np.float32(h) / np.float32(oh):
         new_w, new_h = w, (oh * w) // ow
     else:
         new_w, new_h = (ow * h) // oh, h
     return new_w, new_h, (w - new_w) // 2, (h - new_h) // 2
 
 
+#: Darknet's load_image byte -> float, ``(float)v / 255.`` (image.c:load_image_stb, the
+#: OPENCV=0 build; an OPENCV=1 build compiled -Ofast multiplies by (float)(1/255) instead,
+#: 126 of the 256 values 1 ulp apart).  float32 division gives the same 256 values (tested).
+U8_TO_FLOAT = (np.arange(256) / 255.0).astype(np.float32)
+
+
+def _to_float(a: np.ndarray) -> np.ndarray:
+    """uint8 -> :data:`U8_TO_FLOAT` values (one vectorised division); other dtypes -> float32."""
+    return np.divide(a, np.float32(255), dtype=np.float32) if a.dtype == np.uint8 else a.astype(np.float32)
+
+
+def _resize_taps(src: int, dst: int):
+    """resize_image's sample positions along one axis: ``s = k * ((float)(src-1) / (dst-1))``
+    in float32, ``i = (int)s``, ``d = s - i`` for k = 0..dst-1.  ``dst == 1`` makes Darknet
+    divide by zero (then an undefined float->int cast); here it samples the last pixel, as
+    Darknet does for the last output column."""
+    if dst == 1:
+        return np.array([src - 1]), np.zeros(1, np.float32)
+    s = np.arange(dst, dtype=np.float32) * (np.float32(src - 1) / np.float32(dst - 1))
+    i = s.astype(np.int64)
+    return np.minimum(i, src - 1), s - i.astype(np.float32)
+
+
+def resize_image(img: np.ndarray, w: int, h: int, block_bytes: int = 1 << 18) -> np.ndarray:
+    """Darknet's image.c:resize_image (its bilinear, used by ``detector map``/``test`` through
+    load_data IMAGE_DATA and by letterbox_image) on an (H, W, C) image -> float32 (h, w, C).
+
+    ``img`` uint8 (bytes become :data:`U8_TO_FLOAT`, as in Darknet's load_image) or float.
+    The same float32 operations in the same order as Darknet's loops, so the result is equal
+    to the bit: a horizontal pass ``(1-dx)*p[ix] + dx*p[ix+1]`` with the last column copied,
+    then a vertical pass ``(1-dy)*q[iy] + dy*q[iy+1]`` whose last output row keeps only its
+    first term -- with float32 positions that term is sometimes ``(1-dy)*q[oh-2]``, dy ~ 1:
+    a black last row, as in Darknet (e.g. 8 -> 288 rows).  The output is made in blocks of
+    rows (``block_bytes`` of float32 each, so the temporaries stay in cache), and only the
+    source rows a block reads go through the horizontal pass; neither changes a value."""
+    oh, ow = img.shape[:2]
+    if (ow, oh) == (w, h):
+        return _to_float(img)
+    src_all = img if img.ndim == 3 else img[:, :, None]
+    ch = src_all.shape[2]
+    ix, dx = _resize_taps(ow, w)
+    ix[-1], dx[-1] = ow - 1, 0  # c == w-1 (or im.w == 1): the last column, copied
+    ix1 = np.minimum(ix + 1, ow - 1)
+    wx0, wx1 = (1 - dx)[:, None], dx[:, None]
+    iy, dy = _resize_taps(oh, h)
+    wy0, wy1 = (1 - dy)[:, None, None], dy[:, None, None]
+    two_rows = oh > 1 and h > 1  # rows 0..h-2 add dy * q[iy+1]; none when im.h == 1
+    out = np.empty((h, w, ch), np.float32)
+    step = max(1, block_bytes // (w * ch * 4))
+    for r0 in range(0, h, step):
+        r1 = min(h, r0 + step)
+        ra = min(r1, h - 1) if two_rows else r0  # rows r0..ra-1 get the second term
+        rows = np.unique(np.concatenate([iy[r0:r1], iy[r0:ra] + 1]))
+        src = np.take(src_all, rows, axis=0)
+        q = _to_float(np.take(src, ix, axis=1))
+        q *= wx0
+        q1 = _to_float(np.take(src, ix1, axis=1))
+        q1 *= wx1
+        q += q1
+        pos = np.searchsorted(rows, iy[r0:r1])
+        o = out[r0:r1]
+        np.take(q, pos, axis=0, out=o)
+        o *= wy0[r0:r1]
+        if ra > r0:
+            t = np.take(q, pos[:ra - r0] + 1, axis=0)
+            t *= wy1[r0:ra]
+            o[:ra - r0] += t
+    return out if img.ndim == 3 else out[:, :, 0]
+
+
 def letterbox(img: np.ndarray, w: int, h: int) -> np.ndarray:
-    """Resize keeping the aspect ratio and pad with grey 0.5 (image.c:letterbox_image;
-    Darknet's own bilinear resize is replaced by OpenCV's INTER_LINEAR)."""
+    """Darknet's image.c:letterbox_image -> float32 (h, w, C): :func:`resize_image` to the
+    integer fit of :func:`letterbox_size`, centred on a 0.5 grey canvas (nothing is drawn
+    when the fit has a zero side)."""
     new_w, new_h, dx, dy = letterbox_size(img.shape[1], img.shape[0], w, h)
-    out = np.full((h, w, img.shape[2]), 128, np.uint8)
-    out[dy:dy + new_h, dx:dx + new_w] = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    out = np.full((h, w) + img.shape[2:], 0.5, np.float32)
+    if new_w > 0 and new_h > 0:
+        out[dy:dy + new_h, dx:dx + new_w] = resize_image(img, new_w, new_h)
     return out
 
 
@@ -377,10 +452,16 @@ class TrainDataset(Dataset):
 
 
 class EvalDataset(Dataset):
-    """Images without augmentation: letterbox (``letter_box=True``, grey padding) or
-    stretch resize to ``width`` x ``height`` as Darknet's detector test/map do.  The info
-    dict carries ``orig_size`` and ``labels`` relative to the original image; boxes
-    predicted relative to the network input go back with :func:`to_original_boxes`."""
+    """Images without augmentation, exactly as Darknet's ``detector map`` (detector.c:
+    validate_detector_map -> data.c:load_data IMAGE_DATA / LETTERBOX_DATA) and ``detector
+    test`` prepare them: load_image's float image in [0, 1], then :func:`resize_image`
+    (stretch) or :func:`letterbox` (``letter_box=True``, 0.5 padding) to ``width`` x
+    ``height``; the network input equals Darknet's to the bit (PNG/BMP; JPEG pixels are
+    cv2.imread's, i.e. a Darknet built with OPENCV=1 -- stb_image, used by OPENCV=0, decodes
+    JPEG slightly differently).  Samples are float32 CHW.  The info dict carries
+    ``orig_size`` and ``labels`` relative to the original image; boxes predicted relative to
+    the network input go back with :func:`to_original_boxes`.  (Training, :func:`augment`,
+    resizes with OpenCV as Darknet's OpenCV data path, image_opencv.cpp, does.)"""
 
     def __init__(self, images, num_classes: int, width: int, height: int, letter_box: bool = False,
                  labels: list | None = None):
@@ -398,7 +479,7 @@ class EvalDataset(Dataset):
         img = load_image(self.images[i])
         oh, ow = img.shape[:2]
         w, h = self.width, self.height
-        out = letterbox(img, w, h) if self.letter_box else cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+        out = letterbox(img, w, h) if self.letter_box else resize_image(img, w, h)
         labels = self.labels[i]
         boxes = _net_boxes_from_labels(labels, ow, oh, w, h, self.letter_box)
         info = {"path": str(self.images[i]), "index": int(i), "orig_size": (ow, oh), "net_size": (w, h),
@@ -407,8 +488,10 @@ class EvalDataset(Dataset):
 
 
 def collate(batch):
-    """Samples -> (images float32 (B,3,H,W) in [0,1], targets (M, 6), infos); see the module docstring."""
-    images = torch.stack([b[0] for b in batch]).float().div_(255.0)
+    """Samples -> (images float32 (B,3,H,W) in [0,1], targets (M, 6), infos); see the module
+    docstring.  uint8 samples (training) are divided by 255, float samples (evaluation) kept."""
+    images = torch.stack([b[0] for b in batch])
+    images = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
     targets = [torch.cat([torch.full((len(b[1]), 1), float(k)), b[1].float()], 1) for k, b in enumerate(batch)]
     return images, torch.cat(targets) if targets else torch.zeros((0, 6)), [b[2] for b in batch]
 

@@ -7,7 +7,8 @@ The steps, as Darknet takes them:
    labels by Darknet's image -> label path rule;
 2. each image stretched to the network size, or letterboxed when the cfg's [net] sets
    ``letter_box=1`` (the CLI's -letter_box does not count in ``map``: validate_detector_map
-   overwrites it with net.letter_box);
+   overwrites it with net.letter_box), by Darknet's own float resize_image / letterbox_image
+   (:class:`~darknet_kd.data.dataset.EvalDataset`: the network input equals Darknet's);
 3. the model's decoded rows; candidates are the rows with objectness > 0.005, their
    per-class probs ``obj * cls`` zeroed at or below 0.005 (yolo_layer.c:
    get_yolo_detections); boxes mapped back through the letterbox correction
