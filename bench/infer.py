@@ -4,15 +4,19 @@ PyTorch eager on the same seeded random weights; one run, one table (Markdown, J
 Latency at batch 1 (median ms per image) and throughput at batch 8 (images/s), 416x416, for
 yolov4-tiny and yolov4.  dkd is timed by its own `dkd bench` (C++, the forward pass incl.
 the decode of all rows, no image IO); OpenCV DNN (readNetFromDarknet, OPENCV backend, CPU) and
-PyTorch (darknet_kd.model, eval, no_grad) in this process.  All use --threads threads.  With
-a GPU and a libdkd built with the engine's CUDA path, a `dkd cuda fp32` row is added.  Goals
-(issue #7): dkd fp32 >= 1.5x OpenCV DNN, dkd bf16 >= 4x.
+PyTorch (darknet_kd.model, eval, no_grad) in this process.  All use --threads threads.  The
+`dkd fp32 direct` row is the engine with its Winograd convolutions off (DKD_WINOGRAD=0: every
+convolution through oneDNN's direct kernels).  With a GPU and a libdkd built with the
+engine's CUDA path, a `dkd cuda fp32` row is added.  Goals (issue #7): dkd fp32 >= 1.5x
+OpenCV DNN, dkd bf16 >= 4x.
 
     .venv/bin/python bench/infer.py [--threads 2] [--size 416] [--cfgs yolov4-tiny,yolov4]
-                                    [--runs 10] [--json docs/bench_infer.json]
+                                    [--runs 10] [--rounds 3] [--json docs/bench_infer.json]
 
-The machine load (load average) is printed with the table: on a shared machine the numbers
-are noisy and only ratios taken in the same run mean anything.
+The engines take turns (--rounds rounds of --runs timed runs each; a row is the median of
+its rounds' medians), so that a load that comes and goes on a shared machine falls on all of
+them alike.  The load average is printed with the table: only ratios taken in the same run
+mean anything there.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,6 +49,8 @@ from darknet_kd.model.weights import randomize  # noqa: E402
 
 
 def dkd_binary() -> str:
+    if os.environ.get("DKD_BINARY"):  # another build of dkd
+        return os.environ["DKD_BINARY"]
     for p in (ROOT / ".venv" / "bin" / "dkd", ROOT / "build" / "cmake" / "python" / "lib" / "dkd"):
         if p.exists():
             return str(p)
@@ -61,14 +68,14 @@ def timed(fn, runs: int, warmup: int = 1) -> float:
     return statistics.median(ts) * 1e3
 
 
-def bench_dkd(cfg, weights, size, batch, runs, threads, bf16, tmp, device="cpu") -> tuple[float, str]:
+def bench_dkd(cfg, weights, size, batch, runs, threads, bf16, tmp, device="cpu", env=None) -> tuple[float, str]:
     out = Path(tmp) / "dkd.json"
     cmd = [dkd_binary(), "bench", str(cfg), str(weights), "--batch", str(batch), "--runs", str(runs), "--warmup", "1",
            "--threads", str(threads), "--width", str(size), "--height", str(size), "--json", str(out)]
     if bf16:
         cmd.append("--bf16")
     cmd += ["--device", device]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     r = json.loads(out.read_text())
     return r["median_ms"], r["precision"]
 
@@ -127,6 +134,7 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=416)
     p.add_argument("--cfgs", default="yolov4-tiny,yolov4")
     p.add_argument("--runs", type=int, default=10, help="timed runs at batch 1 (batch 8: a third, at least 2)")
+    p.add_argument("--rounds", type=int, default=3, help="turns each engine takes (median of the rounds)")
     p.add_argument("--json", help="also write the result as JSON here (and the table beside it as .md)")
     args = p.parse_args(argv)
     command = "python bench/infer.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
@@ -146,14 +154,23 @@ def main(argv=None):
             res = {}
             for batch, runs in ((1, args.runs), (8, max(2, args.runs // 3))):
                 x = np.random.RandomState(0).rand(batch, 3, args.size, args.size).astype(np.float32)
-                res[("OpenCV DNN " + cv2.__version__, batch)] = bench_opencv(cfg, weights, x, runs, args.threads)
-                res[("PyTorch eager " + torch.__version__.split("+")[0], batch)] = bench_torch(model, x, runs, args.threads)
-                for bf16 in (False, True):
-                    ms, prec = bench_dkd(cfg, weights, args.size, batch, runs, args.threads, bf16, tmp)
-                    res[(f"dkd {prec}" + (" (bf16 asked)" if bf16 and prec != "bf16" else ""), batch)] = ms
+                engines = {"OpenCV DNN " + cv2.__version__: lambda: bench_opencv(cfg, weights, x, runs, args.threads),
+                           "PyTorch eager " + torch.__version__.split("+")[0]:
+                               lambda: bench_torch(model, x, runs, args.threads)}
+                bf16_label = "dkd bf16" if cpu_has_bf16() else "dkd fp32 (bf16 asked)"  # the engine's fallback
+                for label, bf16, env in (("dkd fp32 direct", False, {"DKD_WINOGRAD": "0"}), ("dkd fp32", False, None),
+                                         (bf16_label, True, None)):
+                    engines[label] = (lambda bf16=bf16, env=env:
+                                      bench_dkd(cfg, weights, args.size, batch, runs, args.threads, bf16, tmp, env=env)[0])
                 if cuda:  # the engine's CUDA path (cuBLAS), when built with it and a GPU is there
-                    res[("dkd cuda fp32", batch)] = bench_dkd(cfg, weights, args.size, batch, runs, args.threads,
-                                                              False, tmp, "cuda")[0]
+                    engines["dkd cuda fp32"] = lambda: bench_dkd(cfg, weights, args.size, batch, runs, args.threads,
+                                                                 False, tmp, "cuda")[0]
+                times = {k: [] for k in engines}
+                for _ in tqdm(range(args.rounds), desc=f"{name} batch {batch}", leave=False):
+                    for k, fn in engines.items():
+                        times[k].append(fn())
+                for k, v in times.items():
+                    res[(k, batch)] = statistics.median(v)
                 print(f"{name} batch {batch}: " + ", ".join(f"{k[0]} {v:.1f} ms" for k, v in res.items() if k[1] == batch),
                       flush=True)
             engines = list(dict.fromkeys(k[0] for k in res))
