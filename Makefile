@@ -66,7 +66,8 @@ asan-test: setup
 	LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  DKD_C_MODULE=$$(ls $(abspath build/asan)/python/_C*.so) DKD_LIBDKD=$(abspath build/asan)/python/lib/libdkd.so \
-	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/test_engine.py -k "(errors or fuzz or cffi or threads) and not cli"
+	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_engine_winograd.py \
+	  -k "(errors or fuzz or cffi or threads or winograd_equals) and not cli"
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done

@@ -112,9 +112,9 @@ void wino_output_tile(const WinoOutTile& t) {
             for (int j = 0; j < t.cols; ++j) {
                 float* dst = t.dst + i * t.row_stride + j * t.pixel_stride + c0;
                 float* r = y[i * 4 + j];
-                for (int l = 0; l < L; ++l) {
+                for (int l = 0; l < L; ++l) {  // branch-free leaky/relu: exact, and one vector
                     float x = r[l] + b[l];
-                    r[l] = t.act == WinoAct::kLinear ? x : (x > 0.f ? x : slope * x);
+                    r[l] = t.act == WinoAct::kLinear ? x : std::max(x, 0.f) + slope * std::min(x, 0.f);
                 }
                 if (n == L) {
                     for (int l = 0; l < L; ++l) dst[l] = r[l];
