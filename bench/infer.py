@@ -41,7 +41,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from darknet_kd.engine import cpu_has_bf16  # noqa: E402
+from darknet_kd.engine import Net, cpu_has_bf16  # noqa: E402
 from darknet_kd.fileio import atomic_write  # noqa: E402
 from darknet_kd.model import Darknet  # noqa: E402
 from darknet_kd.model.parity import sized_cfg  # noqa: E402
@@ -80,9 +80,22 @@ def bench_dkd(cfg, weights, size, batch, runs, threads, bf16, tmp, device="cpu",
     return r["median_ms"], r["precision"]
 
 
+def cpu_peak(threads: int, tmp) -> tuple[float, float]:
+    """(fp32, bf16) GFLOP/s peak of `threads` cores: bench/cpu_peak.cpp's best single-core
+    rate times the cores used; (0, 0) where it cannot be built or the CPU lacks AVX-512."""
+    exe = Path(tmp) / "cpu_peak"
+    try:
+        subprocess.run(["g++", "-O2", str(ROOT / "bench" / "cpu_peak.cpp"), "-o", str(exe)], check=True,
+                       capture_output=True)
+        fp32, bf16 = map(float, subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split())
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return 0.0, 0.0
+    cores = min(threads, os.cpu_count() or 1)
+    return fp32 * cores, bf16 * cores
+
+
 def cuda_engine() -> bool:
     """True when libdkd has the engine's CUDA path and a CUDA device is there."""
-    from darknet_kd.engine import Net
     from darknet_kd.errors import DarknetKDError
 
     try:
@@ -125,6 +138,14 @@ def markdown(result) -> str:
     lines.append("")
     for g in result["goals"]:
         lines.append(f"- {g}")
+    if result.get("peak_fp32"):
+        lines += ["", f"Arithmetic peak of {result['threads']} cores (bench/cpu_peak.cpp): fp32 FMA "
+                      f"{result['peak_fp32']:.0f} GFLOP/s, AVX512-BF16 {result['peak_bf16']:.0f} GFLOP/s."]
+        for m in result["models"]:
+            lines.append(f"- {m['model']}: {m['gflop']:.3f} GFLOP per image; a direct convolution needs at least "
+                         f"{m['floor_fp32_ms']:.1f} ms in fp32, {m['floor_bf16_ms']:.1f} ms in bf16 at batch 1; "
+                         + ", ".join(f"{e} runs at {g:.0f} GFLOP/s ({100 * f:.0f} % of its peak)"
+                                     for e, (g, f) in m["effective"].items()))
     return "\n".join(lines) + "\n"
 
 
@@ -179,7 +200,20 @@ def main(argv=None):
                 b1, b8 = res[(e, 1)], res[(e, 8)]
                 rows.append({"model": f"{name} {args.size}", "engine": e, "b1_ms": b1, "b1_speedup": res[(ocv, 1)] / b1,
                              "b8_ips": 8000.0 / b8, "b8_speedup": res[(ocv, 8)] / b8})
-    goals = []
+    goals, models = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_fp32, peak_bf16 = cpu_peak(args.threads, tmp)
+    for name in args.cfgs.split(",") if peak_fp32 else []:
+        with tempfile.TemporaryDirectory() as tmp:
+            table = Net(sized_cfg(ROOT / "cfg" / f"{name}.cfg", args.size, Path(tmp))).layer_table()
+        gflop = float(table.rsplit("Total BFLOPS", 1)[1])
+        eff = {}
+        for r in rows:
+            if r["model"] == f"{name} {args.size}" and r["engine"] in ("dkd fp32 direct", "dkd fp32", "dkd bf16"):
+                g = gflop / r["b1_ms"] * 1e3
+                eff[r["engine"]] = (g, g / (peak_bf16 if r["engine"] == "dkd bf16" else peak_fp32))
+        models.append({"model": f"{name} {args.size}", "gflop": gflop, "floor_fp32_ms": gflop / peak_fp32 * 1e3,
+                       "floor_bf16_ms": gflop / peak_bf16 * 1e3 if peak_bf16 else float("nan"), "effective": eff})
     for r in rows:
         if r["engine"] == "dkd fp32":
             goals.append(f"{r['model']}: dkd fp32 vs OpenCV DNN {r['b1_speedup']:.2f}x (batch 1), "
@@ -189,7 +223,7 @@ def main(argv=None):
                          f"{r['b8_speedup']:.2f}x (batch 8); goal 4x")
     result = {"command": command.strip(), "cpu": platform.processor() or platform.machine(), "threads": args.threads,
               "bf16_cpu": cpu_has_bf16(), "load_before": load_before, "load_after": os.getloadavg()[0],
-              "rows": rows, "goals": goals}
+              "rows": rows, "goals": goals, "peak_fp32": peak_fp32, "peak_bf16": peak_bf16, "models": models}
     md = markdown(result)
     print(md)
     if args.json:
