@@ -5,11 +5,12 @@ uint8 with 128 padding then /255 (the floor: OpenCV's SIMD resize).
     .venv/bin/python bench/eval_loader.py [--images 100] [--rounds 5] [--json out.json]
 
 A DriveSim smoke set at 256x256 (JPEG) is written to a temporary folder (or ``--list`` names
-an image list).  Each case reads the images in one process (workers=0, one thread, batches
-of 8), the two loaders alternating for ``--rounds`` rounds; the best round of each counts, so
-a shared machine's load disturbs the ratio little.  Cases: the network size equal to the
-image (256: no resize, DriveSim's own setting), stretch to 416 and to 224, letterbox to
-416x256.
+an image list), and the same images enlarged to 640x480 (JPEG, the size of a COCO photo).
+Each case reads the images in one process (workers=0, one thread, batches of 8), the two
+loaders alternating for ``--rounds`` rounds; the best round of each counts, so a shared
+machine's load disturbs the ratio little.  Cases: DriveSim at the network size equal to the
+image (256: no resize, DriveSim's own setting), stretched to 416 and to 224, letterboxed to
+416x256; the 640x480 images stretched and letterboxed to 416.
 """
 from __future__ import annotations
 
@@ -74,23 +75,31 @@ def main() -> int:
             generate(Path(tmp) / "ds", "smoke", seed=0, size=256, workers=1, progress=False)
             images = sorted((Path(tmp) / "ds").rglob("*.jpg"))
         images = images[: a.images]
+        (Path(tmp) / "photo").mkdir()
+        photos = [Path(tmp) / "photo" / f"{i}.jpg" for i in range(len(images))]
+        for src, dst in zip(images, photos):
+            cv2.imwrite(str(dst), cv2.resize(cv2.imread(str(src)), (640, 480), interpolation=cv2.INTER_CUBIC))
+        first = cv2.imread(str(images[0]))
+        sets = {f"{first.shape[1]}x{first.shape[0]}": images, "640x480": photos}
         load = os.getloadavg()[0]
         rows = []
-        for w, h, lb in [(256, 256, False), (416, 416, False), (224, 224, False), (416, 256, True)]:
+        for name, w, h, lb in [(0, 256, 256, False), (0, 416, 416, False), (0, 224, 224, False), (0, 416, 256, True),
+                               (1, 416, 416, False), (1, 416, 416, True)]:
+            name = list(sets)[name]
             best = {"darknet": 0.0, "opencv": 0.0}
             for _ in range(a.rounds):
-                best["darknet"] = max(best["darknet"], run(EvalDataset, images, w, h, lb))
-                best["opencv"] = max(best["opencv"], run(OpenCVEvalDataset, images, w, h, lb))
-            rows.append({"net": f"{w}x{h}", "letter_box": lb, "images": len(images),
+                best["darknet"] = max(best["darknet"], run(EvalDataset, sets[name], w, h, lb))
+                best["opencv"] = max(best["opencv"], run(OpenCVEvalDataset, sets[name], w, h, lb))
+            rows.append({"images": name, "net": f"{w}x{h}", "letter_box": lb, "count": len(images),
                          "darknet_exact_img_s": round(best["darknet"], 1), "opencv_uint8_img_s": round(best["opencv"], 1),
                          "ratio": round(best["darknet"] / best["opencv"], 3)})
             r = rows[-1]
-            print(f"{r['net']:>8s} letter_box={int(lb)}: Darknet-exact {r['darknet_exact_img_s']:7.1f} img/s   "
+            print(f"{name:>8s} -> {r['net']:>8s} letter_box={int(lb)}: Darknet-exact {r['darknet_exact_img_s']:7.1f} img/s   "
                   f"OpenCV uint8 {r['opencv_uint8_img_s']:7.1f} img/s   ratio {r['ratio']:.2f}", flush=True)
     print(f"load average {load:.1f} -> {os.getloadavg()[0]:.1f}, {platform.processor() or platform.machine()}")
     if a.json:
         atomic_write(a.json, json.dumps({"command": "bench/eval_loader.py " + " ".join(sys.argv[1:]),
-                                         "source_images": "256x256 DriveSim JPEG" if not a.list else a.list,
+                                         "source_images": "DriveSim smoke JPEG" if not a.list else a.list,
                                          "rows": rows}, indent=1) + "\n")
     return 0
 

@@ -88,10 +88,6 @@ def bits(a):
     return np.ascontiguousarray(a, dtype=F).view(np.uint32)
 
 
-def chw(a):
-    return a.transpose(2, 0, 1)
-
-
 SIZES = [  # (source w, h) -> (target w, h): up, down, odd, 1-pixel sources and targets, the dark last row
     ((37, 23), (64, 48)), ((64, 48), (37, 23)), ((13, 29), (29, 13)), ((40, 30), (40, 17)), ((40, 30), (11, 30)),
     ((1, 1), (5, 4)), ((1, 6), (4, 9)), ((6, 1), (9, 4)), ((2, 2), (3, 3)), ((9, 7), (1, 5)), ((3, 3), (2, 2)),
@@ -104,13 +100,17 @@ def test_resize_image_is_darknets(src, dst):
     img = np.random.default_rng(sum(src) * 31 + sum(dst)).integers(0, 256, (src[1], src[0], 3), dtype=np.uint8)
     want = dn_resize(dn_load(img), *dst)
     got = resize_image(img, *dst)
-    assert got.dtype == np.float32 and got.shape == (dst[1], dst[0], 3)
-    np.testing.assert_array_equal(bits(chw(got)), bits(want))
-    # float input (already load_image'd), a single channel, any block of rows: the same floats
-    np.testing.assert_array_equal(bits(chw(resize_image(U8_TO_FLOAT[img], *dst))), bits(want))
-    np.testing.assert_array_equal(bits(resize_image(img[:, :, 1], *dst)), bits(want[1]))
+    assert got.dtype == np.float32 and got.shape == (3, dst[1], dst[0])
+    np.testing.assert_array_equal(bits(got), bits(want))
+    # float input (already load_image'd), one channel, any block of rows, into a view: the same floats
+    np.testing.assert_array_equal(bits(resize_image(U8_TO_FLOAT[img], *dst)), bits(want))
+    np.testing.assert_array_equal(bits(resize_image(img[:, :, 1:2], *dst)), bits(want[1:2]))
     for block in (1, 5 * dst[0] * 3 * 4):  # one row, five rows per block
-        np.testing.assert_array_equal(bits(chw(resize_image(img, *dst, block_bytes=block))), bits(want))
+        np.testing.assert_array_equal(bits(resize_image(img, *dst, block_bytes=block)), bits(want))
+    canvas = np.zeros((3, dst[1] + 3, dst[0] + 2), F)
+    resize_image(img, *dst, out=canvas[:, 2:2 + dst[1], 1:1 + dst[0]])
+    np.testing.assert_array_equal(bits(canvas[:, 2:2 + dst[1], 1:1 + dst[0]]), bits(want))
+    assert not canvas[:, :2].any() and not canvas[:, :, :1].any()
 
 
 def test_dark_last_row_as_darknet():
@@ -118,8 +118,8 @@ def test_dark_last_row_as_darknet():
     dy ~ 1 (about 1e-7) instead of row 2 -- kept, since Darknet's network sees it."""
     img = np.full((3, 5, 3), 200, np.uint8)
     out = resize_image(img, 5, 48)
-    assert np.all(out[:-1] > 0.78) and np.all(out[-1] < 1e-6)
-    np.testing.assert_array_equal(bits(chw(out)), bits(dn_resize(dn_load(img), 5, 48)))
+    assert np.all(out[:, :-1] > 0.78) and np.all(out[:, -1] < 1e-6)
+    np.testing.assert_array_equal(bits(out), bits(dn_resize(dn_load(img), 5, 48)))
 
 
 def test_one_pixel_high_target_takes_the_last_row():
@@ -127,8 +127,8 @@ def test_one_pixel_high_target_takes_the_last_row():
     the last column when w == 1."""
     img = np.random.default_rng(3).integers(0, 256, (6, 9, 3), dtype=np.uint8)
     want = dn_resize(dn_load(img[-1:]), 4, 2)[:, :1]  # the last row, resized horizontally
-    np.testing.assert_array_equal(bits(chw(resize_image(img, 4, 1))), bits(want))
-    np.testing.assert_array_equal(resize_image(img, 1, 1)[0, 0], U8_TO_FLOAT[img[-1, -1]])
+    np.testing.assert_array_equal(bits(resize_image(img, 4, 1)), bits(want))
+    np.testing.assert_array_equal(resize_image(img, 1, 1)[:, 0, 0], U8_TO_FLOAT[img[-1, -1]])
 
 
 @pytest.mark.parametrize("src,net", [((37, 23), (32, 32)), ((23, 37), (32, 32)), ((64, 48), (48, 40)),
@@ -137,8 +137,8 @@ def test_one_pixel_high_target_takes_the_last_row():
 def test_letterbox_is_darknets(src, net):
     img = np.random.default_rng(src[0] * 7 + src[1]).integers(0, 256, (src[1], src[0], 3), dtype=np.uint8)
     got = letterbox(img, *net)
-    assert got.dtype == np.float32 and got.shape == (net[1], net[0], 3)
-    np.testing.assert_array_equal(bits(chw(got)), bits(dn_letterbox(dn_load(img), *net)))
+    assert got.dtype == np.float32 and got.shape == (3, net[1], net[0])
+    np.testing.assert_array_equal(bits(got), bits(dn_letterbox(dn_load(img), *net)))
     if src == (200, 3):  # the fit is 20 x 0: an all-grey canvas, as Darknet
         assert np.all(got == F(0.5))
 
@@ -226,7 +226,7 @@ def test_engine_input_is_darknets(tmp_path, letter_box):
     rng = np.random.default_rng(9)
     for h, w in [(24, 40), (30, 45), (50, 20), (7, 5), (3, 200), (1, 1), (480, 640)]:
         img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        want = chw(letterbox(img, 40, 24) if letter_box else resize_image(img, 40, 24))
+        want = letterbox(img, 40, 24) if letter_box else resize_image(img, 40, 24)
         net.detect(img)
         got = net.heads()[0][0, :3]
         np.testing.assert_array_equal(bits(got), bits(want), err_msg=f"{w}x{h}")

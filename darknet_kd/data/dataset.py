@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,9 +157,14 @@ def letterbox_size(ow: int, oh: int, w: int, h: int) -> tuple[int, int, int, int
 U8_TO_FLOAT = (np.arange(256) / 255.0).astype(np.float32)
 
 
-def _to_float(a: np.ndarray) -> np.ndarray:
+def _to_float(a: np.ndarray, out=None) -> np.ndarray:
     """uint8 -> :data:`U8_TO_FLOAT` values (one vectorised division); other dtypes -> float32."""
-    return np.divide(a, np.float32(255), dtype=np.float32) if a.dtype == np.uint8 else a.astype(np.float32)
+    if a.dtype == np.uint8:
+        return np.divide(a, np.float32(255), out=out, dtype=np.float32)
+    if out is None:
+        return a.astype(np.float32)
+    np.copyto(out, a)
+    return out
 
 
 def _resize_taps(src: int, dst: int):
@@ -173,9 +179,28 @@ def _resize_taps(src: int, dst: int):
     return np.minimum(i, src - 1), s - i.astype(np.float32)
 
 
-def resize_image(img: np.ndarray, w: int, h: int, block_bytes: int = 1 << 18) -> np.ndarray:
+class _Scratch(threading.local):
+    """Per-thread temporaries of :func:`resize_image`, reused from image to image: glibc hands
+    blocks over 128 KiB back to the OS when freed, and page-faulting fresh ones for every image
+    made the resize 3-5x slower (measured; MALLOC_TRIM_THRESHOLD_ removed the difference)."""
+
+    def get(self, name: str, shape, dtype) -> np.ndarray:
+        n, key = math.prod(shape), f"{name}_{np.dtype(dtype).str}"
+        buf = getattr(self, key, None)
+        if buf is None or buf.size < n:
+            buf = np.empty(n, dtype)
+            setattr(self, key, buf)
+        return buf[:n].reshape(shape)
+
+
+_SCRATCH = _Scratch()
+
+
+def resize_image(img: np.ndarray, w: int, h: int, out: np.ndarray | None = None,
+                 block_bytes: int = 1 << 18) -> np.ndarray:
     """Darknet's image.c:resize_image (its bilinear, used by ``detector map``/``test`` through
-    load_data IMAGE_DATA and by letterbox_image) on an (H, W, C) image -> float32 (h, w, C).
+    load_data IMAGE_DATA, and by letterbox_image): an (H, W, C) image -> float32 (C, h, w),
+    Darknet's planar layout (written into ``out`` when given, e.g. a view of a canvas).
 
     ``img`` uint8 (bytes become :data:`U8_TO_FLOAT`, as in Darknet's load_image) or float.
     The same float32 operations in the same order as Darknet's loops, so the result is equal
@@ -185,49 +210,54 @@ def resize_image(img: np.ndarray, w: int, h: int, block_bytes: int = 1 << 18) ->
     a black last row, as in Darknet (e.g. 8 -> 288 rows).  The output is made in blocks of
     rows (``block_bytes`` of float32 each, so the temporaries stay in cache), and only the
     source rows a block reads go through the horizontal pass; neither changes a value."""
-    oh, ow = img.shape[:2]
+    oh, ow, ch = img.shape
+    if out is None:
+        out = np.empty((ch, h, w), np.float32)
     if (ow, oh) == (w, h):
-        return _to_float(img)
-    src_all = img if img.ndim == 3 else img[:, :, None]
-    ch = src_all.shape[2]
+        return _to_float(img.transpose(2, 0, 1), out)
     ix, dx = _resize_taps(ow, w)
     ix[-1], dx[-1] = ow - 1, 0  # c == w-1 (or im.w == 1): the last column, copied
     ix1 = np.minimum(ix + 1, ow - 1)
-    wx0, wx1 = (1 - dx)[:, None], dx[:, None]
     iy, dy = _resize_taps(oh, h)
-    wy0, wy1 = (1 - dy)[:, None, None], dy[:, None, None]
+    wy0, wy1 = (1 - dy)[:, None], dy[:, None]
     two_rows = oh > 1 and h > 1  # rows 0..h-2 add dy * q[iy+1]; none when im.h == 1
-    out = np.empty((h, w, ch), np.float32)
     step = max(1, block_bytes // (w * ch * 4))
+    S = _SCRATCH
     for r0 in range(0, h, step):
         r1 = min(h, r0 + step)
         ra = min(r1, h - 1) if two_rows else r0  # rows r0..ra-1 get the second term
         rows = np.unique(np.concatenate([iy[r0:r1], iy[r0:ra] + 1]))
-        src = np.take(src_all, rows, axis=0)
-        q = _to_float(np.take(src, ix, axis=1))
-        q *= wx0
-        q1 = _to_float(np.take(src, ix1, axis=1))
-        q1 *= wx1
+        n = len(rows)
+        hwc = np.take(img, rows, axis=0, out=S.get("hwc", (n, ow, ch), img.dtype), mode="clip")
+        src = S.get("src", (ch, n, ow), img.dtype)
+        np.copyto(src, hwc.transpose(2, 0, 1))
+        # horizontal pass: q = (1-dx) * p[ix] + dx * p[ix+1]
+        q, q1 = S.get("q", (ch, n, w), np.float32), S.get("q1", (ch, n, w), np.float32)
+        _to_float(np.take(src, ix, axis=2, out=S.get("g", (ch, n, w), img.dtype), mode="clip"), q)
+        q *= 1 - dx
+        _to_float(np.take(src, ix1, axis=2, out=S.get("g", (ch, n, w), img.dtype), mode="clip"), q1)
+        q1 *= dx
         q += q1
+        # vertical pass: (1-dy) * q[iy], then + dy * q[iy+1] except on the last row
         pos = np.searchsorted(rows, iy[r0:r1])
-        o = out[r0:r1]
-        np.take(q, pos, axis=0, out=o)
-        o *= wy0[r0:r1]
+        o = out[:, r0:r1]
+        np.multiply(np.take(q, pos, axis=1, out=S.get("t", (ch, r1 - r0, w), np.float32), mode="clip"),
+                    wy0[r0:r1], out=o)
         if ra > r0:
-            t = np.take(q, pos[:ra - r0] + 1, axis=0)
+            t = np.take(q, pos[:ra - r0] + 1, axis=1, out=S.get("t", (ch, ra - r0, w), np.float32), mode="clip")
             t *= wy1[r0:ra]
-            o[:ra - r0] += t
-    return out if img.ndim == 3 else out[:, :, 0]
+            o[:, :ra - r0] += t
+    return out
 
 
 def letterbox(img: np.ndarray, w: int, h: int) -> np.ndarray:
-    """Darknet's image.c:letterbox_image -> float32 (h, w, C): :func:`resize_image` to the
-    integer fit of :func:`letterbox_size`, centred on a 0.5 grey canvas (nothing is drawn
-    when the fit has a zero side)."""
+    """Darknet's image.c:letterbox_image: an (H, W, C) image -> float32 (C, h, w),
+    :func:`resize_image` to the integer fit of :func:`letterbox_size`, centred on a 0.5 grey
+    canvas (nothing is drawn when the fit has a zero side)."""
     new_w, new_h, dx, dy = letterbox_size(img.shape[1], img.shape[0], w, h)
-    out = np.full((h, w) + img.shape[2:], 0.5, np.float32)
+    out = np.full((img.shape[2], h, w), 0.5, np.float32)
     if new_w > 0 and new_h > 0:
-        out[dy:dy + new_h, dx:dx + new_w] = resize_image(img, new_w, new_h)
+        resize_image(img, new_w, new_h, out=out[:, dy:dy + new_h, dx:dx + new_w])
     return out
 
 
@@ -484,7 +514,7 @@ class EvalDataset(Dataset):
         boxes = _net_boxes_from_labels(labels, ow, oh, w, h, self.letter_box)
         info = {"path": str(self.images[i]), "index": int(i), "orig_size": (ow, oh), "net_size": (w, h),
                 "letter_box": self.letter_box, "labels": labels}
-        return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))), torch.from_numpy(boxes), info
+        return torch.from_numpy(out), torch.from_numpy(boxes), info
 
 
 def collate(batch):
