@@ -36,7 +36,7 @@ import cv2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from darknet_kd.data.drivesim import DOMAINS, generate, make_scene, rasterize, render_domain, worker  # noqa: E402
+from darknet_kd.data.drivesim import DOMAINS, generate, make_scene, rasterize, render_domain  # noqa: E402
 from darknet_kd.data.drivesim.dataset import JPEG_QUALITY, Preset, domain_rng  # noqa: E402
 from darknet_kd.fileio import atomic_write  # noqa: E402
 
@@ -45,7 +45,7 @@ _SIZE = 416
 
 def _init(size):
     global _SIZE
-    worker.setup()                                   # what the generator's workers run first
+    cv2.setNumThreads(1)
     _SIZE = size
 
 

@@ -46,7 +46,6 @@ from tqdm import tqdm
 from ...errors import DataError
 from ...fileio import atomic_write
 from ..darknet import label_path, write_data_file, write_labels, write_list, write_names
-from . import worker
 from .domains import DOMAINS, render_domain
 from .render import MIN_BOX_AREA, MIN_BOX_PX, MIN_VISIBLE, rasterize
 from .scene import CLASSES, sample_scene
@@ -111,7 +110,7 @@ _W: dict = {}
 
 
 def _init_worker(seed, size, root):
-    worker.setup()
+    cv2.setNumThreads(1)
     _W.update(seed=seed, size=size, root=Path(root))
 
 

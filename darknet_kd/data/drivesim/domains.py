@@ -39,10 +39,18 @@ def _c3(a: np.ndarray) -> np.ndarray:
     return cv2.merge([a, a, a])
 
 
+SHADE = 1.0 - np.arange(256, dtype=np.float32) * np.float32(0.55 / 255)     # day: light left by a shadow value
+
+
+def _not(ids, value):
+    """uint8 mask of the pixels whose id is not ``value`` (for masked OpenCV ops)."""
+    return cv2.compare(ids, value, cv2.CMP_NE)
+
+
 def _finish(lin: np.ndarray) -> np.ndarray:
     """Linear light -> sRGB-ish (gamma 2) uint8, saturating."""
     np.maximum(lin, 0.0, out=lin)
-    return cv2.convertScaleAbs(cv2.sqrt(lin), alpha=255.0)
+    return cv2.convertScaleAbs(cv2.sqrt(lin, lin), alpha=255.0)
 
 
 def _noise(lin, rng, read, shot=0.0):
@@ -110,8 +118,8 @@ def day(L: Layers, rng) -> np.ndarray:
     lin = cv2.multiply(L.lin, (*wb.tolist(), 0.0))
     if L.shadow.any():
         sh = cv2.GaussianBlur(L.shadow, (3, 3), 0)
-        sh[L.ids != GROUND] = 0
-        cv2.multiply(lin, _c3(1.0 - sh.astype(np.float32) * np.float32(0.55 / 255)), dst=lin)
+        cv2.subtract(sh, sh, dst=sh, mask=_not(L.ids, GROUND))
+        cv2.multiply(lin, cv2.LUT(_c3(sh), SHADE), dst=lin)
     _noise(lin, rng, 0.003)
     return _finish(lin)
 
@@ -187,7 +195,7 @@ def rain(L: Layers, rng) -> np.ndarray:
     _set_sky(lin, L, (sky * 0.8,) * 3, (sky * 1.1,) * 3)
     # wet road: darker asphalt that mirrors the grey sky more with distance
     wet = 1.0 - cv2.exp(L.depth * np.float32(-1.0 / 25.0))
-    wet[L.ids != GROUND] = 0.0
+    cv2.subtract(wet, wet, dst=wet, mask=_not(L.ids, GROUND))
     cv2.multiply(lin, _c3(1.0 - 0.45 * wet + 0.35 * wet * wet), dst=lin)
     cv2.scaleAdd(_c3(wet), 0.35 * sky, lin, dst=lin)
     _haze(lin, L.depth, rng.uniform(90.0, 220.0), (sky * 1.05,) * 3)

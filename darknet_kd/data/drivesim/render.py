@@ -246,7 +246,7 @@ def _layout(things, cam):
     anchor (bx, by), the sprite origin (ox, oy) and size (sw, sh) — the primitives' extent
     plus a margin of 1 px and half the thickest line, so a sprite never clips its object —,
     the fixed points relative to the origin and the draw list (kind, start, end, thickness
-    or fixed radii, albedo, emissive) indexing them."""
+    or fixed radii, albedo, emissive) indexing them; the same points in image coordinates."""
     f, cx, hor, ch_m = cam.f, cam.cx, cam.horizon, cam.cam_h
     chunks, metas, counts, par = [], [], [], []
     for t in things:
@@ -286,19 +286,22 @@ def _layout(things, cam):
     hi = np.maximum.reduceat(pts, start) + par[:, 4:]
     origin = np.floor(lo).astype(np.int64)
     size = np.ceil(hi).astype(np.int64) + 1 - origin
-    fixed = np.round((pts - np.repeat(origin, n, axis=0)) * _ONE).astype(np.int32)
-    return [(par[k, 2], par[k, 3], *origin[k].tolist(), *size[k].tolist(), fixed[start[k]:start[k] + n[k]], metas[k])
-            for k in range(len(things))]
+    o = np.repeat(origin, n, axis=0)
+    fixed = np.round((pts - o) * _ONE).astype(np.int32)
+    absolute = fixed + (o << SHIFT).astype(np.int32)
+    return [(par[k, 2], par[k, 3], *origin[k].tolist(), *size[k].tolist(), fixed[start[k]:start[k] + n[k]],
+             absolute[start[k]:start[k] + n[k]], metas[k]) for k in range(len(things))]
 
 
-def _paint(img, fixed, meta, color, emis=None, owner=None, ident=0):
-    """Draw a sprite's primitives into ``img`` (``color`` a function of the albedo), and from
-    its first emissive primitive on also into ``emis`` (radiance, 0 for the rest: later
-    primitives of the same object cover its lights) and ``ident`` into ``owner``."""
-    lit = False
+def _paint(img, fixed, meta, ident, emis=None, owner=None):
+    """Draw an object's primitives into ``img``: (albedo, ``ident``) into a 4-channel canvas,
+    ``ident`` alone into a 1-channel one; from its first emissive primitive on also the
+    radiance into ``emis`` (0 for the rest: later primitives of the same object cover its
+    lights) and ``ident`` into ``owner``."""
+    lit, rgb = False, img.ndim == 3
     for kind, a, b, th, alb, em in meta:
         q = fixed[a:b]
-        c = color(alb)
+        c = (*alb, ident) if rgb else ident
         lit = lit or (emis is not None and em is not None)
         for dst, col in ((img, c), (emis, em or (0.0, 0.0, 0.0)), (owner, ident)) if lit else ((img, c),):
             if kind == "P":
@@ -349,12 +352,11 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
     facade_r = min((b.X for b in scene.buildings if b.side > 0), default=np.inf)
     for i in order:
         t = things[i]
-        bx, by, ox, oy, sw, sh, fixed, meta = layout[i]
+        bx, by, ox, oy, sw, sh, fixed, absolute, meta = layout[i]
         x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + sw, W), min(oy + sh, H)
         if x0 >= x1 or y0 >= y1 or sw > 8 * W or sh > 8 * H:
             continue
         ident = i + 1
-        col = (lambda alb: (*alb, ident)) if color else (lambda alb: ident)
         reg = (slice(y0, y1), slice(x0, x1))
         inside = x0 == ox and y0 == oy and x1 == ox + sw and y1 == oy + sh
         occludable = not facade_l < t.X < facade_r   # corner buildings hide cross traffic
@@ -362,7 +364,7 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
             spr = np.zeros((sh, sw) + canvas.shape[2:], dt)
             spe = np.zeros((sh, sw, 3), np.float32) if color else None
             spo = np.zeros((sh, sw), dt) if color else None
-            _paint(spr, fixed, meta, col, spe, spo, ident)
+            _paint(spr, fixed, meta, ident, spe, spo)
             mask = cv2.compare(_id_channel(spr), 0, cv2.CMP_GT)
             full_area[i] = cv2.countNonZero(mask)
             m = mask[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
@@ -373,7 +375,7 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
                 emis[reg] = cv2.copyTo(spe[y0 - oy:y1 - oy, x0 - ox:x1 - ox], m, emis[reg])
                 owner[reg] = cv2.copyTo(spo[y0 - oy:y1 - oy, x0 - ox:x1 - ox], m, owner[reg])
         else:
-            _paint(canvas, fixed + np.int32((ox << SHIFT, oy << SHIFT)), meta, col, emis, owner, ident)
+            _paint(canvas, absolute, meta, ident, emis, owner)
             if t.cls >= 0:
                 full_area[i] = np.count_nonzero(_id_channel(canvas[reg]) == ident)
         ztab[ident] = t.Z

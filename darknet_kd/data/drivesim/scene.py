@@ -133,16 +133,18 @@ class Draws:
     exponentials."""
 
     def __init__(self, rng: np.random.Generator, block: int = 256):
-        self._rng, self._block, self._buf, self._i = rng, block, [], 0
+        self._rng, self._block = rng, block
+        self._next = iter(()).__next__                  # the current block's iterator
 
     def random(self, size=None):
         if size is not None:
             n = math.prod(size) if isinstance(size, tuple) else int(size)
             return np.array([self.random() for _ in range(n)]).reshape(size)
-        if self._i == len(self._buf):
-            self._buf, self._i = self._rng.random(self._block).tolist(), 0
-        self._i += 1
-        return self._buf[self._i - 1]
+        try:
+            return self._next()
+        except StopIteration:
+            self._next = iter(self._rng.random(self._block).tolist()).__next__
+            return self._next()
 
     def uniform(self, lo=0.0, hi=1.0):
         return lo + (hi - lo) * self.random()
@@ -182,7 +184,8 @@ def _pick(rng, seq, p=None):
 
 def _jitter(rng, c, k=12):
     """Colour ``c`` with every channel moved by up to ±k."""
-    return tuple(min(255, max(0, a + int(rng.random() * (2 * k + 1)) - k)) for a in c)
+    r, n = rng.random, 2 * k + 1
+    return tuple([min(255, max(0, a + int(r() * n) - k)) for a in c])
 
 
 # ---------------------------------------------------------------- objects
