@@ -79,11 +79,13 @@ void resize_image(const uint8_t* rgb, int64_t sw, int64_t sh, int64_t stride, in
     const bool two_rows = sh > 1 && h > 1;  // rows 0..h-2 add dy * part[iy+1]; none when im.h == 1
     // Horizontal pass (Darknet's `part`), only for the source rows the vertical pass reads,
     // each computed once: part row of source row y at slot[y], planar [3][w].
+    std::vector<int64_t> iy1(h);  // the second row of each output row (in range: i <= sh-2 below h-1)
+    for (int64_t r = 0; r < h; ++r) iy1[r] = std::min(ty.i[r] + 1, sh - 1);
     std::vector<int64_t> slot(sh, -1);
     int64_t n = 0;
     for (int64_t r = 0; r < h; ++r) {
         if (slot[ty.i[r]] < 0) slot[ty.i[r]] = n++;
-        if (two_rows && r < h - 1 && slot[ty.i[r] + 1] < 0) slot[ty.i[r] + 1] = n++;
+        if (two_rows && r < h - 1 && slot[iy1[r]] < 0) slot[iy1[r]] = n++;
     }
     std::vector<float> part((size_t)n * 3 * w);
     for (int64_t y = 0; y < sh; ++y) {
@@ -102,7 +104,7 @@ void resize_image(const uint8_t* rgb, int64_t sw, int64_t sh, int64_t stride, in
         const float dy = ty.d[r];
         const bool add = two_rows && r < h - 1;
         const float* q0 = part.data() + slot[ty.i[r]] * 3 * w;
-        const float* q1 = add ? part.data() + slot[ty.i[r] + 1] * 3 * w : q0;
+        const float* q1 = add ? part.data() + slot[iy1[r]] * 3 * w : q0;
         for (int c = 0; c < 3; ++c) {
             float* o = out + c * plane + (oy + r) * pw + ox;
             for (int64_t x = 0; x < w; ++x) {
