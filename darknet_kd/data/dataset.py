@@ -44,6 +44,12 @@ of worker processes or their timing.
 
 Darknet draws image indices with replacement; here each epoch is a permutation.  Images
 are read with OpenCV (BGR) and turned to RGB, as Darknet's load_image_mat_cv does.
+
+Two resize paths, as in Darknet: training (:func:`augment`) follows Darknet's OpenCV data
+path (image_opencv.cpp: cv::resize INTER_LINEAR on 8-bit images); evaluation
+(:class:`EvalDataset`, used by map, detect, pseudo-label) follows validate_detector_map /
+test_detector: load_image's float image, then image.c's own resize_image or letterbox_image
+(:func:`resize_image`, :func:`letterbox`), so the network input equals Darknet's to the bit.
 """
 from __future__ import annotations
 
