@@ -201,7 +201,8 @@ def _windows(cam, blds, seed):
     Windows less than ~1.5 px tall are not drawn; shop fronts (wide ground-floor windows)
     are always lit.  A building's windows are its ``nf`` floors times ``len(zc)`` columns,
     floor-major; all buildings are laid out at once (one index array, no per-building
-    numpy work beyond the column positions)."""
+    numpy work beyond the column positions).  Windows wholly outside the image are left out
+    (after their night state is drawn, so the states do not depend on the image size)."""
     zcs, ks, nfs = [], [], []
     for k, b in enumerate(blds):
         z_end = min(b.z1 - b.win_w * 0.5, cam.f * b.win_h / 1.5)
@@ -234,7 +235,10 @@ def _windows(cam, blds, seed):
     u = rng.random((2, len(Z)))
     lit = (u[0] < lit_p) | g
     state = np.where(lit, np.where(u[1] < 0.7, 1, 2), 0).astype(np.int8)
-    return _fix(q), np.asarray(ks)[bk], state
+    q = _fix(q)
+    x, y = q[..., 0] >> SHIFT, q[..., 1] >> SHIFT
+    seen = (x.max(1) >= -1) & (y.max(1) >= -1) & (x.min(1) <= cam.width) & (y.min(1) <= cam.height)   # 1 px margin
+    return q[seen], np.asarray(ks)[bk][seen], state[seen]
 
 
 # ---------------------------------------------------------------- objects
@@ -248,25 +252,22 @@ def _layout(things, cam):
     the fixed points relative to the origin and the draw list (kind, start, end, thickness
     or fixed radii, albedo, emissive) indexing them; the same points in image coordinates."""
     f, cx, hor, ch_m = cam.f, cam.cx, cam.horizon, cam.cam_h
-    chunks, metas, counts, par = [], [], [], []
+    flat, metas, counts, par = [], [], [], []           # flat: every (u, v) of the scene
     for t in things:
         s = f / t.Z
         meta, i, thick = [], 0, 0
         for kind, g, alb, em in SHAPES[t.kind](t.p, t.view, s):
-            if kind == "P":
-                chunks.append(g)
-                meta.append((kind, i, i + len(g), 0, alb, em))
-                i += len(g)
-            elif kind == "L":
-                th = max(1, int(round(g[1] * s)))
-                chunks.append(g[0])
-                meta.append((kind, i, i + len(g[0]), th, alb, em))
-                i += len(g[0])
+            if kind == "P" or kind == "L":
+                pts = g if kind == "P" else g[0]
+                th = 0 if kind == "P" else max(1, int(round(g[1] * s)))
+                flat.extend(pts.tolist() if isinstance(pts, np.ndarray) else pts)
+                meta.append((kind, i, i + len(pts), th, alb, em))
+                i += len(pts)
                 thick = max(thick, th)
             else:
                 cu, cv, ru, rv = g[:4]
                 h = g[4] / 2 if kind == "R" else 0.0
-                chunks.append(np.array(((cu, cv), (cu - ru - h, cv - rv - h), (cu + ru + h, cv + rv + h)), np.float32))
+                flat.extend(((cu, cv), (cu - ru - h, cv - rv - h), (cu + ru + h, cv + rv + h)))
                 r = (max(int(ru * s * _ONE + 0.5), _ONE // 2), max(int(rv * s * _ONE + 0.5), _ONE // 2))
                 meta.append((kind, i, i + 3, (max(1, int(round(g[4] * s))) if kind == "R" else -1, r), alb, em))
                 i += 3
@@ -279,7 +280,7 @@ def _layout(things, cam):
     start = np.cumsum(n) - n
     par = np.array(par)
     per_pt = np.repeat(par, n, axis=0)
-    pts = np.concatenate(chunks).astype(np.float64)
+    pts = np.array(flat, np.float32).astype(np.float64)
     pts *= per_pt[:, :2]
     pts += per_pt[:, 2:4]
     lo = np.minimum.reduceat(pts, start) - par[:, 4:]

@@ -2,7 +2,8 @@
 
 A primitive is ``(kind, geometry, albedo, emissive)``:
 
-* ``"P"`` polygon, geometry an (N, 2) array of ``(u, v)`` points;
+* ``"P"`` polygon, geometry N ``(u, v)`` points (a list of pairs or an (N, 2) float32
+  array; the layout rounds every point to float32, all points of a scene in one call);
 * ``"E"`` filled ellipse ``(cu, cv, ru, rv)``;
 * ``"R"`` ellipse outline ``(cu, cv, ru, rv, thickness)``;
 * ``"L"`` open polyline ``(points (N, 2), thickness)``.
@@ -31,11 +32,11 @@ TAIL = (40, 40, 255)          # tail-light radiance
 
 
 def rect(u0, v0, u1, v1):
-    return np.array([[u0, v0], [u1, v0], [u1, v1], [u0, v1]], np.float32)
+    return [(u0, v0), (u1, v0), (u1, v1), (u0, v1)]
 
 
 def poly(*pts):
-    return np.array(pts, np.float32)
+    return list(pts)
 
 
 def regular(n, r, cu=0.0, cv=0.0, phase=0.0):
@@ -85,7 +86,7 @@ def car(p, view, px):
     r = 0.32
     out = [("P", poly((-hl, 0.22), (hl, 0.22), (hl, belt - 0.1), (hl - 0.15, belt), (-hl + 0.1, belt),
                       (-hl, belt - 0.12)), col, None)]
-    cab = poly((-hl * 0.62, belt), (hl * 0.5, belt), (hl * 0.22, h), (-hl * 0.45, h))
+    cab = np.array(poly((-hl * 0.62, belt), (hl * 0.5, belt), (hl * 0.22, h), (-hl * 0.45, h)), np.float32)
     if sgn < 0:
         cab[:, 0] *= -1
     out.append(("P", cab, shade(col, 0.92), None))
