@@ -90,11 +90,12 @@ def main() -> int:
             for _ in range(a.rounds):
                 best["darknet"] = max(best["darknet"], run(EvalDataset, sets[name], w, h, lb))
                 best["opencv"] = max(best["opencv"], run(OpenCVEvalDataset, sets[name], w, h, lb))
-            rows.append({"images": name, "net": f"{w}x{h}", "letter_box": lb, "count": len(images),
-                         "darknet_exact_img_s": round(best["darknet"], 1), "opencv_uint8_img_s": round(best["opencv"], 1),
-                         "ratio": round(best["darknet"] / best["opencv"], 3)})
-            r = rows[-1]
-            print(f"{name:>8s} -> {r['net']:>8s} letter_box={int(lb)}: Darknet-exact {r['darknet_exact_img_s']:7.1f} img/s   "
+            r = {"images": name, "net": f"{w}x{h}", "letter_box": lb, "count": len(images),
+                 "darknet_exact_img_s": round(best["darknet"], 1), "opencv_uint8_img_s": round(best["opencv"], 1),
+                 "ratio": round(best["darknet"] / best["opencv"], 3)}
+            rows.append(r)
+            print(f"{name:>8s} -> {r['net']:>8s} letter_box={int(lb)}: "
+                  f"Darknet-exact {r['darknet_exact_img_s']:7.1f} img/s   "
                   f"OpenCV uint8 {r['opencv_uint8_img_s']:7.1f} img/s   ratio {r['ratio']:.2f}", flush=True)
     print(f"load average {load:.1f} -> {os.getloadavg()[0]:.1f}, {platform.processor() or platform.machine()}")
     if a.json:
