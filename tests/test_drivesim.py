@@ -246,3 +246,69 @@ def test_cli_and_errors(tmp_path, capsys):
                  "--overwrite"]) == 0
     assert json.loads((out / "manifest.json").read_text())["seed"] == 2
     assert not list(tmp_path.glob(".*partial"))
+
+
+def _draw_ref(img, kind, q, th, color):
+    if kind == "P":
+        cv2.fillPoly(img, [q], color, cv2.LINE_8, 3)
+    elif kind == "L":
+        cv2.polylines(img, [q], False, color, th, cv2.LINE_8, 3)
+    else:
+        cv2.ellipse(img, (int(q[0, 0]), int(q[0, 1])), th[1], 0, 0, 360, color, th[0], cv2.LINE_8, 3)
+
+
+def _reference_objects(scene, W, H):
+    """Reference compositor: every object drawn alone into its own sprite (BGR + mask, and
+    its radiance from the first light on), then copied over the layers where its mask is
+    set and no nearer building hides it -- what rasterize() paints straight into one canvas."""
+    from darknet_kd.data.drivesim import render as R
+    cam = R.Camera.of(scene, W, H)
+    things = [t for t in scene.things if t.Z > R.NEAR]
+    canvas, depth, ids, emis, _ = R._background(scene, cam, True, np.uint8 if len(things) < 255 else np.uint16)
+    albedo = canvas[..., :3].astype(np.uint8)
+    layout = R._layout(things, cam)
+    facade_l = max((b.X for b in scene.buildings if b.side < 0), default=-np.inf)
+    facade_r = min((b.X for b in scene.buildings if b.side > 0), default=np.inf)
+    for i in sorted(range(len(things)), key=lambda i: (-things[i].Z, things[i].order)):
+        t = things[i]
+        _, _, ox, oy, sw, sh, fixed, _, meta = layout[i]
+        x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + sw, W), min(oy + sh, H)
+        if x0 >= x1 or y0 >= y1 or sw > 8 * W or sh > 8 * H:
+            continue
+        spr, spe = np.zeros((sh, sw, 4), np.uint8), np.zeros((sh, sw, 3), np.float32)
+        lit = False
+        for kind, a, b, th, alb, em in meta:
+            _draw_ref(spr, kind, fixed[a:b], th, (*alb, 255))
+            lit = lit or em is not None
+            if lit:
+                _draw_ref(spe, kind, fixed[a:b], th, em or (0.0, 0.0, 0.0))
+        reg, sreg = np.s_[y0:y1, x0:x1], np.s_[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+        m = spr[sreg][..., 3] > 0
+        if not facade_l < t.X < facade_r:
+            m &= ~((ids[reg] == 2) & (depth[reg] < t.Z))
+        ids[reg][m], depth[reg][m] = 3 + i, np.float32(t.Z)
+        albedo[reg][m], emis[reg][m] = spr[sreg][..., :3][m], spe[sreg][m]
+    return albedo, ids, depth, emis
+
+
+@pytest.mark.parametrize("size", [96, 160])
+def test_one_canvas_equals_a_sprite_per_object(size):
+    """rasterize() paints objects straight into one canvas (ids through an id channel,
+    lights through an owner layer); the layers must equal compositing one sprite per object,
+    for objects cut by the border, cross traffic behind corner buildings and lights covered
+    by nearer objects alike -- and with more than 254 objects (16-bit id channel)."""
+    scenes = [make_scene(3, 1, i, "target" if i % 2 else "source") for i in range(5)]
+    crowded = copy.deepcopy(scenes[0])
+    extra = copy.deepcopy(crowded.things)
+    while len(crowded.things) < 300:
+        for t in extra:
+            t = copy.copy(t)
+            t.X, t.Z = t.X + 0.37 * len(crowded.things) % 3 - 1.5, t.Z * 1.13
+            crowded.things.append(t)
+    for sc in scenes + [crowded]:
+        L = rasterize(sc, size, size)
+        albedo, ids, depth, emis = _reference_objects(sc, size, size)
+        assert (ids >= 3).any() and (emis > 0).any()
+        assert np.array_equal(L.ids, ids) and np.array_equal(L.albedo, albedo)
+        assert np.array_equal(L.depth, depth) and np.array_equal(L.emis, emis)
+    assert ids.max() - 3 >= 255                                    # the crowded scene used the 16-bit ids
