@@ -3,6 +3,7 @@
     domain-transfer train --source SRC.data --target TGT_LIST [--preset cpu|gpu] [options]
     domain-transfer translate CKPT SRC.data OUT
     domain-transfer eval CKPT EXPERIMENT_DIR
+    domain-transfer grid CKPT SRC.data OUT.jpg [--pairs EXPERIMENT_DIR]
 """
 from __future__ import annotations
 
@@ -140,6 +141,46 @@ def run_translate(args):
     return 0
 
 
+def add_grid(sub):
+    p = sub.add_parser("grid", help="picture of a checkpoint's translations: source | translated | "
+                                    "generated share | (--pairs) the true target render")
+    p.add_argument("ckpt")
+    p.add_argument("data", help="source .data (images from its --list)")
+    p.add_argument("out", help="picture to write (.jpg or .png)")
+    p.add_argument("--list", default="train", help="list of the .data to take images from")
+    p.add_argument("--first", type=int, default=0, help="index of the first image in the list")
+    p.add_argument("--images", type=int, default=4, help="rows")
+    p.add_argument("--size", type=int, default=0, help="longer image side (default: twice the training crop)")
+    p.add_argument("--pairs", default=None, help="DriveSim experiment folder: add the true target render")
+    p.add_argument("--no-ema", action="store_true")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=run_grid)
+
+
+def run_grid(args):
+    import torch
+
+    from darknet_kd.errors import DataError
+
+    from .data import source_images
+    from .train import grid_image, write_grid
+    from .translate import load_generator
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    G, cfg, _ = load_generator(args.ckpt, not args.no_ema, device)
+    data_cfg, images, _ = source_images(args.data, args.list)
+    if not 0 <= args.first < len(images) or args.images < 1:
+        raise DataError(f"--first {args.first} --images {args.images}: the {args.list} list has "
+                        f"{len(images)} images", data_cfg.resolve(args.list))
+    pairs = None
+    if args.pairs:
+        from .evaluate import drivesim_pairs
+        pairs = dict(drivesim_pairs(args.pairs))
+    grid = grid_image(G, images[args.first:args.first + args.images], args.size or 2 * cfg.crop, pairs, device)
+    print(write_grid(args.out, grid))
+    return 0
+
+
 def add_eval(sub):
     from .evaluate import add_parser
     add_parser(sub)
@@ -151,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(sub)
     add_translate(sub)
     add_eval(sub)
+    add_grid(sub)
     return p
 
 

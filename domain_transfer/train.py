@@ -354,39 +354,50 @@ class GanTrainer:
                 "s_per_iter": secs / max(1, self.iteration - start), "losses": avg, "checkpoint": str(self.ckpt_path)}
 
     # -- the picture --------------------------------------------------------------------------------
-    @torch.no_grad()
     def write_grid(self, path=None) -> Path:
-        """One row per grid image: source | translated (EMA G) | generated share 1 - A_input |
-        the true target render of the same scene (when the source has paired renders)."""
-        G = self.ema.model.eval()
-        size = self.cfg.crop * 2
-        rows = []
-        for p in self.grid_sources:
-            img = read_image(p)
-            h, w = img.shape[:2]
-            k = size / max(h, w)
-            img = cv2.resize(img, (max(4, round(w * k / 4) * 4), max(4, round(h * k / 4) * 4)),
-                             interpolation=cv2.INTER_AREA)
-            out, a_in = G(to_tensor(img)[None].to(self.device), return_attention=True)
-            heat = cv2.applyColorMap(((1 - a_in[0]).clamp(0, 1) * 255).round().byte().cpu().numpy(),
-                                     cv2.COLORMAP_INFERNO)[..., ::-1]
-            cols = [img, to_image(out[0]), heat]
-            if self.pairs:
-                pair = self.pairs.get(str(Path(p).resolve()))
-                cols.append(cv2.resize(read_image(pair), img.shape[1::-1], interpolation=cv2.INTER_AREA)
-                            if pair is not None else np.zeros_like(img))
-            rows.append(np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0))) for c in cols], 1))
-        width = max(r.shape[1] for r in rows)
-        rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
-        titles = ["source", "translated", "generated share", "target render"][: 4 if self.pairs else 3]
-        header = np.full((22, width, 3), 255, np.uint8)
-        col_w = rows[0].shape[1] // len(titles)
-        for i, t in enumerate(titles):
-            cv2.putText(header, t, (i * col_w + 6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        grid = np.concatenate([header, *rows], 0)
-        path = Path(path or self.out / f"grid_{self.iteration:06d}.png")
-        with atomic_path(path) as tmp:
-            if not cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
-                raise DataError("cannot write the image grid", path)
+        """The EMA generator's :func:`grid_image` of the first source images, written to
+        ``path`` (default OUT/grid_NNNNNN.png)."""
+        grid = grid_image(self.ema.model.eval(), self.grid_sources, self.cfg.crop * 2, self.pairs, self.device)
         self.G.train()
-        return path
+        return write_grid(path or self.out / f"grid_{self.iteration:06d}.png", grid)
+
+
+@torch.no_grad()
+def grid_image(G, sources, size: int, pairs: dict | None = None, device="cpu") -> np.ndarray:
+    """RGB picture, one row per image of ``sources`` (longer side resized to ``size``):
+    source | translated by G | generated share 1 - A_input | with ``pairs`` (resolved source
+    path -> its render in the target domain, e.g. DriveSim's paired renders) that render."""
+    rows = []
+    for p in sources:
+        img = read_image(p)
+        h, w = img.shape[:2]
+        k = size / max(h, w)
+        img = cv2.resize(img, (max(4, round(w * k / 4) * 4), max(4, round(h * k / 4) * 4)),
+                         interpolation=cv2.INTER_AREA)
+        out, a_in = G(to_tensor(img)[None].to(device), return_attention=True)
+        heat = cv2.applyColorMap(((1 - a_in[0]).clamp(0, 1) * 255).round().byte().cpu().numpy(),
+                                 cv2.COLORMAP_INFERNO)[..., ::-1]
+        cols = [img, to_image(out[0]), heat]
+        if pairs:
+            pair = pairs.get(str(Path(p).resolve()))
+            cols.append(cv2.resize(read_image(pair), img.shape[1::-1], interpolation=cv2.INTER_AREA)
+                        if pair is not None else np.zeros_like(img))
+        rows.append(np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0))) for c in cols], 1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
+    titles = ["source", "translated", "generated share", "target render"][: 4 if pairs else 3]
+    header = np.full((22, width, 3), 255, np.uint8)
+    col_w = rows[0].shape[1] // len(titles)
+    for i, t in enumerate(titles):
+        cv2.putText(header, t, (i * col_w + 6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([header, *rows], 0)
+
+
+def write_grid(path, grid: np.ndarray) -> Path:
+    """Write an RGB picture through a temporary name (format from the extension: .png, .jpg)."""
+    path = Path(path)
+    params = [cv2.IMWRITE_JPEG_QUALITY, 90] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), params):
+            raise DataError("cannot write the image grid", path)
+    return path

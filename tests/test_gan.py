@@ -564,3 +564,19 @@ def test_eval_on_drivesim(tmp_path):
     assert abs(r["kid_translated"] - r["kid_source"]) < 1e-3 * max(1.0, abs(r["kid_source"]))
     with pytest.raises(DataError, match="not a DriveSim experiment"):
         evaluate(ck, tmp_path, progress=False)
+
+    # `domain-transfer grid`: source | translated | generated share | the paired night render
+    out = tmp_path / "grid.png"
+    assert cli.main(["grid", str(ck), str(exp / "source.data"), str(out), "--pairs", str(exp), "--images", "2",
+                     "--size", "64", "--no-ema"]) == 0
+    g = cv2.imread(str(out))
+    assert g.shape == (22 + 2 * 68, 4 * 68, 3)
+    cell = [g[24:88, 68 * c + 2:68 * c + 66].astype(int) for c in range(4)]
+    assert np.array_equal(cell[0], cv2.imread(pairs[0][0]))        # row 1 = the first source image
+    assert np.abs(cell[1] - cell[0]).max() <= 1                     # identity generator
+    assert np.array_equal(cell[3], cv2.imread(pairs[0][1]))        # its night render
+    assert np.abs(cell[3] - cell[0]).mean() > 10
+    jpg = tmp_path / "grid.jpg"
+    assert cli.main(["grid", str(ck), str(exp / "source.data"), str(jpg), "--images", "1", "--no-ema"]) == 0
+    assert jpg.read_bytes()[:3] == b"\xff\xd8\xff" and cv2.imread(str(jpg)).shape[1] == 3 * 68
+    assert cli.main(["grid", str(ck), str(exp / "source.data"), str(out), "--first", "999"]) == 2
