@@ -43,9 +43,9 @@ from darknet_kd.pipeline import ALL_ROWS, Experiment, Pipeline, format_markdown 
 PRESETS = {
     "smoke": dict(drivesim="smoke", gan_preset="cpu", gan_iters=20, teacher=30, student=12, batch=4, device="cpu",
                   ld_teacher_iters=5),
-    "demo": dict(drivesim="demo", gan_preset="cpu", gan_iters=300, teacher=400, student=250, batch=16, device="cpu",
+    "demo": dict(drivesim="demo", gan_preset="cpu", gan_iters=300, teacher=1000, student=600, batch=16, device="cpu",
                  ld_teacher_iters=50, size=128, bf16=True, gan_args="--iter-size 1 --crop 64 --crop-delta 16",
-                 rows="lower,upper,crosskd,proposed"),
+                 teacher_cfg="yolov4-tiny-drivesim.cfg", rows="lower,upper,proposed", proposed_kd="crosskd"),
     "cpu": dict(drivesim="cpu", gan_preset="cpu", gan_iters=1500, teacher=600, student=500, batch=16, device="cpu",
                 ld_teacher_iters=100),
     "gpu": dict(drivesim="gpu", gan_preset="gpu", gan_iters=20000, teacher=6000, student=6000, batch=64,
@@ -75,7 +75,7 @@ target = night
 preset = {p['gan_preset']}
 iters = {p['gan_iters']}
 {gan_extra}[teacher]
-cfg = {ROOT / 'cfg' / 'yolov4-tiny-3l-teacher-drivesim.cfg'}
+cfg = {ROOT / 'cfg' / p.get('teacher_cfg', 'yolov4-tiny-3l-teacher-drivesim.cfg')}
 max_batches = {p['teacher']}
 batch = {p['batch']}
 subdivisions = 1
@@ -87,7 +87,7 @@ subdivisions = 1
 kd_weight = 1.0
 ld_teacher_iters = {p['ld_teacher_iters']}
 rows = {', '.join(rows)}
-proposed_kd = auto
+proposed_kd = {p.get('proposed_kd', 'auto')}
 """
 
 
