@@ -5,7 +5,7 @@ Every step is a command a user would type; each is printed before it runs, with 
 1. The whole GAN + teacher-distillation pipeline at the ``demo`` preset
    (``scripts/kd_table.py --preset demo``, which writes ``OUT/seed0/experiment.ini`` and runs
    ``darknet-kd pipeline`` on it): DriveSim day → night (128 px) → GAN → translated source →
-   teacher → pseudo-labels → students (lower, upper, CrossKD, proposed) → the mAP@0.5 table.
+   teacher → pseudo-labels → students (lower, upper, proposed = GAN + CrossKD) → the mAP@0.5 table.
 2. Drawn detections of the lower baseline and of the final (proposed) student on night test
    images (``darknet-kd detect --out``), side by side in ``OUT/demo_detections.jpg``.
 3. The table, the time of every pipeline stage, wall and CPU time and the load average.

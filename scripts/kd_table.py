@@ -16,9 +16,11 @@ A killed run resumes where it stopped (run the same command again).  Presets:
   plumbing in minutes; its numbers mean nothing.
 * ``demo``  — what ``make demo`` runs (``scripts/demo.py``): DriveSim demo (128 px, 800 + 800
   scenes), every model trained and evaluated at 128×128 (``[experiment] size``; anchors scaled)
-  in bf16, GAN 300 single-image iterations on 64-px crops, teacher 400 and students 250
-  iterations of batch 16, rows lower, upper, CrossKD, proposed: the whole method in
-  ≤ 20 minutes on 2 cores, with numbers that are small but not noise-level zero.
+  in bf16, GAN 300 single-image iterations on 64-px crops; the teacher is the student's cfg
+  trained longer (1000 iterations on source + translated + labelled night: the 3-head teacher
+  learns too slowly for this budget), students 600 iterations of batch 16, rows lower, upper and
+  proposed (KD loss CrossKD, fixed: no KD row to choose among) — the whole method in about
+  20 minutes on 2 cores.
 * ``cpu``   — DriveSim cpu (256 px, 2000 + 2000 scenes); budgeted for ≤ 2 h per seed on
   2 cores (GAN 1500 iterations of the cpu GAN preset, teacher 600 and students 500
   iterations of batch 16).
