@@ -38,6 +38,11 @@ class CheckpointError(DarknetKDError):
     """A checkpoint that cannot be loaded safely."""
 
 
+class TrainingError(DarknetKDError):
+    """Training that cannot go on: a loss that is NaN or infinite (diverged), named with the
+    iteration and the loss term, so the CLI reports it instead of a traceback."""
+
+
 class OpError(DarknetKDError, ValueError):
     """Bad arguments to a core op (darknet_kd.ops / libdkd): wrong dtype, device, shape,
     layout or value; the message names the argument."""

@@ -12,8 +12,13 @@ trains in under an hour on 2 CPU cores (measured numbers are in docs/results.md)
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 from darknet_kd.errors import DarknetKDError
+
+
+# the shipped DriveSim student cfg, by absolute path so a run started from any folder finds it
+DEFAULT_DETECTOR_CFG = str(Path(__file__).resolve().parent.parent / "cfg" / "yolov4-tiny-drivesim.cfg")
 
 
 class ConfigError(DarknetKDError):
@@ -34,7 +39,7 @@ class GanConfig:
     d_scales: int = 1                 # PatchGAN scales (1 = joliGEN's basic D)
     gan_mode_patch: str = "lsgan"     # lsgan | hinge
     gan_mode_projected: str = "hinge"
-    detector_cfg: str = "cfg/yolov4-tiny-drivesim.cfg"
+    detector_cfg: str = DEFAULT_DETECTOR_CFG
     detector_weights: str = "random"  # path to the source-trained .weights, or "random"
     proj_layers: list[int] = field(default_factory=list)  # [] = last layer of each stride 4..32
     proj_channels: int = 64           # CCM output channels at the finest scale (doubling)

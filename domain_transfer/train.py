@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from darknet_kd.errors import CheckpointError, DataError
+from darknet_kd.errors import CheckpointError, DataError, TrainingError
 from darknet_kd.fileio import atomic_path, atomic_write
 from darknet_kd.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from darknet_kd.train.trainer import ModelEMA
@@ -320,7 +320,8 @@ class GanTrainer:
         self.ema.update(self.G)
         for k, v in logs.items():
             if not math.isfinite(v):
-                raise FloatingPointError(f"loss {k} is {v} at iteration {self.iteration}")
+                raise TrainingError(f"loss {k} is {v} at iteration {self.iteration}: lower the learning rates "
+                                    "or use fp32", self.out)
         return logs
 
     # -- the loop ---------------------------------------------------------------------------------

@@ -158,3 +158,28 @@ def test_ddp_two_cpu_processes_keep_equal_weights(tmp_path):
     m = Darknet.from_cfg(cfg)
     m.load_weights(out / "tiny_final.weights")
     assert m.seen == 4 * 4 * 2  # both ranks' images count, as Darknet's ngpus
+
+
+def test_a_diverged_loss_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    """A NaN loss stops training with a TrainingError naming the cfg and iteration; the CLI prints
+    it as one line and exits non-zero."""
+    from darknet_kd.cli import main
+    from darknet_kd.errors import TrainingError
+
+    data = make_rect_dataset(tmp_path / "ds", n=4, valid=False)
+    cfg = tiny_cfg(tmp_path)
+
+    class Diverges(Trainer):
+        def compute_loss(self, images, targets, infos):
+            loss, parts = super().compute_loss(images, targets, infos)
+            return loss * float("nan") if self.iteration == 2 else loss, parts
+
+    with pytest.raises(TrainingError, match=r"tiny\.cfg: loss is nan at iteration 2"):
+        Diverges(data, cfg, None, _opts(max_batches=4)).run()
+    # the CLI path: learning rate absurd enough to diverge in a few steps
+    (tmp_path / "bad").mkdir()
+    bad = tiny_cfg(tmp_path / "bad", learning_rate="1e12", burn_in="0")
+    rc = main(["train", str(data), str(bad), "--max-batches", "6", "--workers", "0", "--quiet",
+               "--backup", str(tmp_path / "b2")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "loss is" in err and "Traceback" not in err

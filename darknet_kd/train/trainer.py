@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.darknet import read_data_file
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError, DataError, TrainingError
 from ..fileio import atomic_write
 from ..model import Darknet
 from .chart import draw_chart
@@ -298,8 +298,9 @@ class Trainer:
                     images = images.contiguous(memory_format=torch.channels_last)
                 loss, parts = self.compute_loss(images, targets, infos)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at iteration {self.iteration}: "
-                                             "lower learning_rate or check the labels")
+                    raise TrainingError(f"loss is {loss.item()} at iteration {self.iteration}: lower "
+                                        "learning_rate, check the labels (or, distilling, the teacher)",
+                                        self.cfg_path)
                 scaled = loss / batch  # Darknet: summed deltas, update scaled by lr/batch
                 if self.scaler is not None:
                     self.scaler.scale(scaled).backward()
