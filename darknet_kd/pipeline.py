@@ -512,9 +512,11 @@ class Pipeline:
         return out
 
 
-def gap_recovered(value: float, lower: float, upper: float) -> float | None:
-    """Share of the lower → upper gap a method closes (the paper's 76 %: (60.2−51.8)/(62.8−51.8))."""
-    return (value - lower) / (upper - lower) if upper != lower else None
+def gap_recovered(value: float, lower: float, upper: float, min_gap: float = 0.005) -> float | None:
+    """Share of the lower → upper gap a method closes (the paper's 76 %: (60.2−51.8)/(62.8−51.8)).
+    None when upper does not beat lower by at least ``min_gap`` (0.5 mAP point): a share of a
+    missing or negative gap means nothing (e.g. 854 % of a −0.2-point gap)."""
+    return (value - lower) / (upper - lower) if upper - lower >= min_gap else None
 
 
 def _ms(vals) -> str:
@@ -537,7 +539,7 @@ def format_markdown(rows: dict, title: str) -> str:
         if "lower" in mean and "upper" in mean and name not in ("lower", "upper", "teacher"):
             for k, s in enumerate(("all", "target")):
                 g = gap_recovered(mean[name][s], mean["lower"][s], mean["upper"][s])
-                gap[k] = "" if g is None else f"{100 * g:.0f} %"
+                gap[k] = "n/a (upper ≤ lower)" if g is None else f"{100 * g:.0f} %"
         r = rows[name]
         lines.append(f"| {ROW_TITLE[name]} | {_ms(r['source'])} | {_ms(r['target'])} | {_ms(r['all'])} | "
                      f"{_ms(r['val'])} | {gap[0]} | {gap[1]} |")

@@ -144,3 +144,15 @@ def test_gap_and_markdown():
     md = format_markdown(rows, "2 seeds")
     assert "| Lower baseline (labelled target share) | 45.0 ± 7.1 | 55.0 ± 7.1 | 50.0 ± 7.1 |" in md
     assert "| CrossKD | 50.0 ± 0.0 | 70.0 ± 0.0 | 60.0 ± 0.0 | 70.0 ± 0.0 | 50 % | 60 % |" in md
+
+
+def test_gap_recovered_is_not_a_share_of_a_missing_gap():
+    # the demo's seed: upper 3.4 < lower 3.6 on target; a share of a negative gap would read 854 %
+    assert gap_recovered(0.018, 0.036, 0.034) is None
+    assert gap_recovered(0.040, 0.036, 0.039) is None          # 0.3 point: below the 0.5-point floor
+    assert gap_recovered(0.050, 0.030, 0.040) == pytest.approx(2.0)
+    rows = {"lower": {s: [0.036] for s in ("source", "target", "all", "val")},
+            "upper": {s: [0.034] for s in ("source", "target", "all", "val")},
+            "proposed": {s: [0.018] for s in ("source", "target", "all", "val")}}
+    md = format_markdown(rows, "seed 0")
+    assert "| GAN + KD (proposed) | 1.8 | 1.8 | 1.8 | 1.8 | n/a (upper ≤ lower) | n/a (upper ≤ lower) |" in md
