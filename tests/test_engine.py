@@ -167,6 +167,101 @@ def test_unusual_layers_equal_pytorch(tmp_path):
         assert np.abs(net.forward(x) - ref).max() < 1e-4
 
 
+SLICES = """[net]
+width=32
+height=32
+channels=16
+
+[convolutional]
+batch_normalize=1
+filters=32
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[route]
+layers=-1
+groups=2
+group_id=1
+
+[maxpool]
+size=2
+stride=1
+
+[route]
+layers=0
+groups=4
+group_id=1
+
+[route]
+layers=0
+groups=2
+group_id=0
+
+[shortcut]
+from=2
+activation=linear
+
+[route]
+layers=5,3
+
+[route]
+layers=0
+groups=2
+group_id=1
+
+[avgpool]
+
+[route]
+layers=6
+
+[route]
+layers=0
+groups=2
+group_id=0
+
+[upsample]
+stride=2
+
+[convolutional]
+filters=18
+size=1
+activation=linear
+
+[yolo]
+mask=0,1,2
+anchors=4,5, 8,9, 12,14
+classes=1
+num=3
+"""
+
+
+def test_grouped_route_views_feed_every_layer_kind(tmp_path):
+    """A route with one grouped input is a channel-slice view of its source, no copy step
+    (route.cpp); maxpool, shortcut, a concat, avgpool, upsample and an aliasing route read
+    such views (through Plan::dense / Plan::as), at batch 1 and 2.  Layer 0 is a Winograd
+    convolution, so its output is channels-last and every slice a view."""
+    cfg = tmp_path / "slices.cfg"
+    cfg.write_text(SLICES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = Darknet.from_cfg(cfg).eval()
+    randomize(model, 7)
+    w = tmp_path / "slices.weights"
+    model.save_weights(w)
+    net = Net(cfg, w)
+    for b in (1, 2):
+        x = np.random.RandomState(b).rand(b, 16, 32, 32).astype(np.float32)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        assert np.abs(net.forward(x) - ref).max() < 1e-4
+    rows = {int(r.split()[0]): r for r in net.profile().splitlines() if re.match(r"\s+\d+ route", r)}
+    for i in (1, 3, 4, 7, 10):  # the grouped single-input routes ran no step
+        assert rows[i].split()[-2:] == ["0.000", "0.0"], rows[i]
+    assert float(rows[6].split()[-2]) > 0  # the concat did
+
+
 def test_bf16_close_to_fp32(tmp_path):
     cfg = ROOT / "cfg" / "yolov4-tiny.cfg"
     model, cfg2, w = random_model(cfg, 224, tmp_path, seed=2)

@@ -65,6 +65,18 @@ int Plan::add_view(int base, const md_t& md) {
 
 int Plan::input_of(const Layer& l) const { return l.index == 0 ? input_tid_ : outputs_[l.index - 1]; }
 
+int Plan::dense(int tid) {
+    if (tensors_[tid].base < 0) return tid;
+    const dnnl_memory_desc_t& d = tensors_[tid].md.data;
+    int64_t elems = 1;
+    for (int i = 0; i < d.ndims; ++i) elems *= d.dims[i];
+    if (d.offset0 == 0 && tensors_[tid].md.get_size() == (size_t)elems * dnnl_data_type_size(d.data_type))
+        return tid;  // a view that covers its whole buffer (another shape of it)
+    const bool cl = d.format_kind == dnnl_blocked && d.ndims == 4 && d.format_desc.blocking.strides[1] == 1;
+    const md_t& md = tensors_[tid].md;
+    return as(tid, md_t(md.dims(), md.data_type(), cl ? tag::nhwc : tag::nchw));
+}
+
 int Plan::as(int tid, const md_t& want) {
     if (tensors_[tid].md == want) return tid;
     int out = add_tensor(want);

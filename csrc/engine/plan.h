@@ -45,6 +45,10 @@ public:
     void set_output(int layer, int tid) { outputs_[layer] = tid; }
     // `tid` in layout `want`: the same tensor when it already is, else a reordered copy.
     int as(int tid, const md_t& want);
+    // `tid` dense: a strided view (a channel slice) is copied into a dense tensor of the same
+    // dimension order (nhwc or nchw), any other tensor is returned as it is.  For
+    // the layers whose kernels want dense inputs (pooling, upsample, shortcut).
+    int dense(int tid);
     // Keeps a tensor alive until the end of the run (the [yolo] heads).
     void keep(int tid) { tensors_[tid].keep = true; }
     // Data type a layer's output must have: f32 for the convolutions that feed a [yolo]

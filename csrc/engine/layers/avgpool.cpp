@@ -14,7 +14,7 @@ class AvgPool : public Layer {
 public:
     void plan_cpu(Plan& p) const override {
         using namespace dnnl;
-        int src = p.input_of(*this);
+        int src = p.dense(p.input_of(*this));
         pooling_forward::desc d(prop_kind::forward_inference, algorithm::pooling_avg_exclude_padding, p.desc(src),
                                 p.any(out, p.desc(src).data_type()), {1, 1}, {in.h, in.w}, {0, 0}, {0, 0});
         pooling_forward::primitive_desc pd(d, p.attr(), p.eng);

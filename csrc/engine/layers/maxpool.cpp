@@ -22,7 +22,7 @@ public:
 
     void plan_cpu(Plan& p) const override {
         using namespace dnnl;
-        int src = p.input_of(*this);
+        int src = p.dense(p.input_of(*this));
         int64_t p0 = padding / 2, p1 = padding - p0;
         pooling_forward::desc d(prop_kind::forward_inference, algorithm::pooling_max, p.desc(src),
                                 p.any(out, p.desc(src).data_type()), {sy, sx}, {size, size}, {p0, p0}, {p1, p1});

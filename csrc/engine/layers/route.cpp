@@ -1,7 +1,8 @@
 // [route]: the outputs of `layers` (negative = relative) concatenated on channels; with
 // groups=G, group_id=g each input contributes its g-th channel slice (route_layer.c).
-// One input without groups is the same buffer (no copy); otherwise a oneDNN concat of the
-// inputs or of channel-slice views of them.  Validation as layers.py Route.
+// One input without groups is the same buffer, one grouped input a channel-slice view of it
+// (no copy either); otherwise a oneDNN concat of the inputs or of channel-slice views of
+// them.  Validation as layers.py Route.
 #include <map>
 
 #include "engine/layers/util.h"
@@ -53,6 +54,10 @@ public:
                     view = p.desc(tid).submemory_desc(sub, off);
                 }
                 tid = p.add_view(tid, view);
+            }
+            if (srcs.size() == 1) {  // one grouped input: the slice view itself, no copy (the
+                p.set_output(index, tid);  // Winograd convolution reads strided channels-last
+                return;                    // input, other layers take it via Plan::as / dense)
             }
             mds.push_back(p.desc(tid));
             tids.push_back(tid);

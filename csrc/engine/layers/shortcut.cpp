@@ -20,7 +20,7 @@ public:
 
     void plan_cpu(Plan& p) const override {
         using namespace dnnl;
-        int a = p.input_of(*this);
+        int a = p.dense(p.input_of(*this));
         md_t dst_md = p.desc(a);
         if (dst_md.data_type() != p.act_dt()) dst_md = md_t(dst_md.dims(), p.act_dt(), tag::nchw);
         a = p.as(a, dst_md);

@@ -20,7 +20,7 @@ public:
 
     void plan_cpu(Plan& p) const override {
         using namespace dnnl;
-        int src = p.input_of(*this);
+        int src = p.dense(p.input_of(*this));
         int dst = src;
         if (stride > 1) {
             resampling_forward::desc d(prop_kind::forward_inference, algorithm::resampling_nearest, p.desc(src),
