@@ -58,6 +58,19 @@ def random_model(cfg: Path, size: int, d: Path, seed: int = 0):
     return model, cfg2, w
 
 
+def text_model(d: Path, name: str, text: str, seed: int):
+    """(eval model, cfg, weights) for cfg ``text`` written to ``d/name.cfg``, seeded random weights."""
+    cfg = d / f"{name}.cfg"
+    cfg.write_text(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = Darknet.from_cfg(cfg).eval()
+    randomize(model, seed)
+    w = d / f"{name}.weights"
+    model.save_weights(w)
+    return model, cfg, w
+
+
 def size_for(cfg: Path) -> int:
     return 128 if cfg.name in LARGE else 160
 
@@ -151,14 +164,7 @@ def test_unusual_layers_equal_pytorch(tmp_path):
     """Views of the network input (dropout + grouped route), grouped convolutions,
     activations without a oneDNN post-op (hard_mish, lhtan), odd maxpool, upsample with
     scale, avgpool, new_coords / scale_x_y decode, 4 input channels."""
-    cfg = tmp_path / "edge.cfg"
-    cfg.write_text(EDGE)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = Darknet.from_cfg(cfg).eval()
-    randomize(model, 5)
-    w = tmp_path / "edge.weights"
-    model.save_weights(w)
+    model, cfg, w = text_model(tmp_path, "edge", EDGE, 5)
     net = Net(cfg, w)
     for b in (2, 1):
         x = np.random.RandomState(b).rand(b, 4, 24, 32).astype(np.float32)
@@ -242,14 +248,7 @@ def test_grouped_route_views_feed_every_layer_kind(tmp_path):
     (route.cpp); maxpool, shortcut, a concat, avgpool, upsample and an aliasing route read
     such views (through Plan::dense / Plan::as), at batch 1 and 2.  Layer 0 is a Winograd
     convolution, so its output is channels-last and every slice a view."""
-    cfg = tmp_path / "slices.cfg"
-    cfg.write_text(SLICES)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = Darknet.from_cfg(cfg).eval()
-    randomize(model, 7)
-    w = tmp_path / "slices.weights"
-    model.save_weights(w)
+    model, cfg, w = text_model(tmp_path, "slices", SLICES, 7)
     net = Net(cfg, w)
     for b in (1, 2):
         x = np.random.RandomState(b).rand(b, 16, 32, 32).astype(np.float32)
@@ -373,13 +372,8 @@ def _match(a, b, tol=1e-4):
 
 
 def _sensitive(tmp_path, letterbox: bool):
-    cfg = tmp_path / "sensitive.cfg"
-    cfg.write_text(SENSITIVE.replace("[net]", "[net]\nletter_box=1") if letterbox else SENSITIVE)
-    model = Darknet.from_cfg(cfg).eval()
-    randomize(model, 8)
-    w = tmp_path / "sensitive.weights"
-    model.save_weights(w)
-    return model, cfg, w
+    return text_model(tmp_path, "sensitive",
+                      SENSITIVE.replace("[net]", "[net]\nletter_box=1") if letterbox else SENSITIVE, 8)
 
 
 @pytest.mark.parametrize("letterbox", [False, True])

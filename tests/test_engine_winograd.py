@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import warnings
 
 import cv2
 import numpy as np
@@ -23,9 +22,7 @@ import torch
 
 from darknet_kd.engine import Net
 from darknet_kd.errors import DarknetKDError
-from darknet_kd.model import Darknet
-from darknet_kd.model.weights import randomize
-from test_engine import ROOT, dkd_binary, random_model
+from test_engine import ROOT, dkd_binary, random_model, text_model
 
 # 3x3 stride-1 convolutions with >= 16 channels in and out are Winograd's (DKD_WINOGRAD=1).
 WINO = """[net]
@@ -105,15 +102,7 @@ num=3
 
 
 def _model(tmp_path):
-    cfg = tmp_path / "wino.cfg"
-    cfg.write_text(WINO)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = Darknet.from_cfg(cfg).eval()
-    randomize(model, 11)
-    w = tmp_path / "wino.weights"
-    model.save_weights(w)
-    return model, cfg, w
+    return text_model(tmp_path, "wino", WINO, 11)
 
 
 @pytest.mark.parametrize("batch,threads", [(1, 2), (3, 1)])
