@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from darknet_kd.engine import Net  # noqa: E402
 from darknet_kd.fileio import atomic_write  # noqa: E402
 from darknet_kd.model import Darknet  # noqa: E402
-from darknet_kd.model.parity import sized_cfg  # noqa: E402
+from darknet_kd.cfg import sized_cfg  # noqa: E402
 from darknet_kd.model.weights import randomize  # noqa: E402
 
 MODES = {"direct": ({"DKD_WINOGRAD": "0"}, False), "winograd": ({}, False), "bf16": ({}, True)}

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from darknet_kd.engine import Net, cpu_has_bf16  # noqa: E402
 from darknet_kd.fileio import atomic_write  # noqa: E402
 from darknet_kd.model import Darknet  # noqa: E402
-from darknet_kd.model.parity import sized_cfg  # noqa: E402
+from darknet_kd.cfg import sized_cfg  # noqa: E402
 from darknet_kd.model.weights import randomize  # noqa: E402
 
 

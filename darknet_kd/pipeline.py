@@ -77,6 +77,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cfg import sized_cfg
 from .data.darknet import DataConfig, label_path, read_data_file, read_list, write_data_file, write_list
 from .errors import DarknetKDError
 from .fileio import atomic_write
@@ -244,8 +245,6 @@ class Pipeline:
         cfg = self.exp.path_of(section, "cfg", default)
         if not self.size:
             return cfg
-        from .cfg import sized_cfg
-
         return sized_cfg(cfg, self.size, self.work / "cfg", scale_anchors=True)
 
     # -- datasets ------------------------------------------------------------------------------------

@@ -25,10 +25,11 @@ import numpy as np
 import pytest
 import torch
 
+from darknet_kd.cfg import sized_cfg
 from darknet_kd.engine import Net, cpu_has_bf16
 from darknet_kd.errors import DarknetKDError, OpError
 from darknet_kd.model import Darknet
-from darknet_kd.model.parity import OPENCV_CLASS_THRESH, opencv_outputs, sized_cfg, to_opencv_layout
+from darknet_kd.model.parity import OPENCV_CLASS_THRESH, opencv_outputs, to_opencv_layout
 from darknet_kd.model.weights import randomize
 
 ROOT = Path(__file__).resolve().parents[1]

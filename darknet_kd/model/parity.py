@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cfg import sized_cfg  # noqa: F401  (also imported from here by the engine tests and bench/infer.py)
+from ..cfg import sized_cfg
 from .darknet import Darknet
 from .weights import randomize
 
