@@ -19,8 +19,8 @@ A killed run resumes where it stopped (run the same command again).  Presets:
   in bf16, GAN 300 single-image iterations on 64-px crops; the teacher is the student's cfg
   trained longer (1000 iterations on source + translated + labelled night: the 3-head teacher
   learns too slowly for this budget), students 600 iterations of batch 16, rows lower, upper and
-  proposed (KD loss CrossKD, fixed: no KD row to choose among) — the whole method in about
-  20 minutes on 2 cores.
+  proposed (KD loss CrossKD, fixed: no KD row to choose among) — the whole method in 14.8
+  minutes on 2 quiet cores (measured, docs/results.md "make demo").
 * ``cpu``   — DriveSim cpu (256 px, 2000 + 2000 scenes); budgeted for ≤ 2 h per seed on
   2 cores (GAN 1500 iterations of the cpu GAN preset, teacher 600 and students 500
   iterations of batch 16).
