@@ -43,6 +43,14 @@ def _tool(name: str, module: str) -> str | None:
     return shutil.which(name)
 
 
+def _replace(src: Path, dst: Path) -> None:
+    """Copy under a temporary name, then rename: a process that has the old shared library
+    mapped keeps its (unlinked) file instead of reading a half-written one and crashing."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
 class CMakeBuild(build_ext):
     def build_extension(self, ext: CMakeExtension) -> None:
         extdir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
@@ -77,9 +85,9 @@ class CMakeBuild(build_ext):
             # for ctest and `make asan-test`); copy both where setuptools expects the extension.
             built = build_dir / "python"
             (extdir / "lib").mkdir(parents=True, exist_ok=True)
-            shutil.copy2(built / Path(self.get_ext_filename(ext.name)).name, self.get_ext_fullpath(ext.name))
-            shutil.copy2(built / "lib" / "libdkd.so", extdir / "lib" / "libdkd.so")
-            shutil.copy2(ROOT / "csrc" / "include" / "dkd" / "dkd.h", extdir / "lib" / "dkd.h")  # darknet_kd.capi
+            _replace(built / Path(self.get_ext_filename(ext.name)).name, Path(self.get_ext_fullpath(ext.name)))
+            _replace(built / "lib" / "libdkd.so", extdir / "lib" / "libdkd.so")
+            _replace(ROOT / "csrc" / "include" / "dkd" / "dkd.h", extdir / "lib" / "dkd.h")  # darknet_kd.capi
 
     # libdkd.so (and its header, read by darknet_kd.capi) sit beside _C in lib/; setuptools
     # only knows about _C, so these make them travel with it: into the source tree
