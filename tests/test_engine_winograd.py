@@ -193,3 +193,48 @@ def test_detect_list_paths_relative_to_the_list(tmp_path):
     lst.write_text("img/missing.png\n")
     r = subprocess.run([dkd_binary(), "detect", cfg, w, "set/list.txt"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 2 and "set/img/missing.png" in r.stderr
+
+
+def _conv(filters, size=3, act="leaky", bn=0):
+    return f"[convolutional]\nbatch_normalize={bn}\nfilters={filters}\nsize={size}\nstride=1\npad=1\nactivation={act}\n\n"
+
+
+# Plain [route] concats whose Winograd producers write straight into their channel slice
+# (Plan::concat_slot): sources in reverse order, a producer also read through a grouped
+# route (a view of a view), one producer in two concats (the second copies), one source
+# twice, a 1x1 convolution and an upsample beside them (copied), a non-fused activation
+# (mish: a oneDNN eltwise on the strided slice).
+CONCAT = ("[net]\nwidth=40\nheight=36\nchannels=3\n\n" + _conv(16)                        # 0
+          + _conv(32, act="mish", bn=1)                                                   # 1
+          + "[route]\nlayers=-1\ngroups=2\ngroup_id=1\n\n"                                # 2: 16 ch of 1
+          + _conv(16)                                                                     # 3
+          + _conv(20, act="relu")                                                         # 4
+          + "[route]\nlayers=-1,-2,1\n\n"                                                 # 5: 20+16+32
+          + _conv(16, size=1)                                                             # 6
+          + "[route]\nlayers=-1,-3,-3\n\n"                                                # 7: 16+20+20
+          + "[maxpool]\nsize=2\nstride=2\n\n"                                             # 8
+          + _conv(32)                                                                     # 9
+          + "[upsample]\nstride=2\n\n"                                                    # 10
+          + "[route]\nlayers=-1,1\n\n"                                                    # 11: 32+32
+          + _conv(18, size=1, act="linear")                                               # 12
+          + "[yolo]\nmask=0,1,2\nanchors=10,14, 23,27, 37,58\nclasses=1\nnum=3\n")
+
+
+@pytest.mark.parametrize("batch,threads", [(1, 2), (2, 1)])
+def test_concat_written_in_place(tmp_path, monkeypatch, batch, threads):
+    model, cfg, w = text_model(tmp_path, "concat", CONCAT, 5)
+    x = np.random.RandomState(batch).rand(batch, 3, 36, 40).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x), raw=True)[0].numpy()
+    monkeypatch.setenv("DKD_WINOGRAD", "1")
+    net = Net(cfg, w, threads=threads)
+    net.forward(x)
+    head = net.heads()[0]
+    assert np.abs(head - ref).max() < 1e-4 * max(1.0, np.abs(ref).max())
+    for _ in range(2):
+        net.forward(x)
+    rows = net.profile().splitlines()[1:-1]
+    ms = {int(r.split()[0]): float(r[35:45]) for r in rows}
+    assert ms[5] == 0  # its three Winograd sources wrote in place: the route has no step
+    assert ms[7] > 0 and ms[11] > 0  # a 1x1 conv, an upsample, producers of earlier concats: copied
+    net.close()

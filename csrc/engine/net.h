@@ -49,6 +49,9 @@ public:
     virtual std::string describe() const { return ""; }
     // Layers whose outputs this one reads besides its input (route, shortcut).
     virtual std::vector<int> sources() const { return {}; }
+    // A plain channel concatenation of these layers' whole outputs ([route] without groups,
+    // two or more inputs), else empty: the plan lets the first producers write into it.
+    virtual std::vector<int> concat_sources() const { return {}; }
     // Floats this layer takes from a .weights file, in file order.
     virtual int64_t num_weights() const { return 0; }
     virtual int64_t num_parameters() const { return 0; }

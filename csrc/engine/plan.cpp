@@ -26,6 +26,16 @@ Plan::Plan(const std::vector<std::unique_ptr<Layer>>& layers, const NetInfo& inf
     f32_out_.assign(layers.size(), false);
     for (const auto& l : layers)
         if (l->kind == "yolo" && l->index > 0) f32_out_[l->index - 1] = true;
+    slots_.assign(layers.size(), Slot{});
+    concat_tensor_.assign(layers.size(), -1);
+    for (const auto& l : layers) {
+        out_shapes_.push_back(l->out);
+        int64_t at = 0;
+        for (int s : l->concat_sources()) {  // each producer's first concat only
+            if (slots_[s].route < 0) slots_[s] = Slot{l->index, at, -1};
+            at += layers[s]->out.c;
+        }
+    }
     Shape in{info.channels, info.height, info.width};
     Tensor t;
     t.md = plain(in, dt::f32);
@@ -61,6 +71,35 @@ int Plan::add_view(int base, const md_t& md) {
     t.base = base;
     tensors_.push_back(t);
     return (int)tensors_.size() - 1;
+}
+
+int Plan::concat_slot(int producer) {
+    Slot& sl = slots_[producer];
+    if (sl.route < 0 || act_dt() != dt::f32) return -1;
+    int& whole = concat_tensor_[sl.route];
+    const Shape& o = out_shapes_[sl.route];
+    if (whole < 0) whole = add_tensor(md_t({batch, o.c, o.h, o.w}, dt::f32, tag::nhwc));
+    const int64_t c = out_shapes_[producer].c;
+    sl.view = add_view(whole, desc(whole).submemory_desc({batch, c, o.h, o.w}, {0, sl.offset, 0, 0}));
+    return sl.view;
+}
+
+int Plan::concat_output(int layer, const std::vector<int>& srcs) {
+    const int whole = concat_tensor_[layer];
+    if (whole < 0) return -1;
+    const Shape& o = out_shapes_[layer];
+    int64_t at = 0;
+    for (int s : srcs) {
+        const int64_t c = out_shapes_[s].c;
+        const Slot& sl = slots_[s];
+        if (!(sl.route == layer && sl.offset == at && sl.view >= 0 && outputs_[s] == sl.view)) {  // copy it into its slice
+            int view = add_view(whole, desc(whole).submemory_desc({batch, c, o.h, o.w}, {0, at, 0, 0}));
+            dnnl::reorder::primitive_desc pd(eng, desc(outputs_[s]), eng, desc(view), attr());
+            add(dnnl::reorder(pd), pd.scratchpad_desc(), {{DNNL_ARG_FROM, outputs_[s]}, {DNNL_ARG_TO, view}});
+        }
+        at += c;
+    }
+    return whole;
 }
 
 int Plan::input_of(const Layer& l) const { return l.index == 0 ? input_tid_ : outputs_[l.index - 1]; }

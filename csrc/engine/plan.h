@@ -49,6 +49,15 @@ public:
     // dimension order (nhwc or nchw), any other tensor is returned as it is.  For
     // the layers whose kernels want dense inputs (pooling, upsample, shortcut).
     int dense(int tid);
+    // In-place concatenation: the channel slice (a view of the [route]'s output, channels-last)
+    // that layer `producer` may write its output into instead of a tensor of its own, or -1
+    // when its output is not the first use of it in a plain concat (or the plan is not fp32).
+    // The concat's tensor is made at the first such request; the route copies the sources that
+    // did not write in place (concat_input / concat_output).
+    int concat_slot(int producer);
+    // For the [route] `layer`: its output tensor when some source wrote in place, else -1
+    // (then the route runs a oneDNN concat); copies the other sources into their slices.
+    int concat_output(int layer, const std::vector<int>& srcs);
     // Keeps a tensor alive until the end of the run (the [yolo] heads).
     void keep(int tid) { tensors_[tid].keep = true; }
     // Data type a layer's output must have: f32 for the convolutions that feed a [yolo]
@@ -97,6 +106,14 @@ private:
     std::vector<Tensor> tensors_;
     std::vector<Step> steps_;
     std::vector<int> outputs_;
+    struct Slot {
+        int route = -1;
+        int64_t offset = 0;  // first channel of the producer in the route's output
+        int view = -1;       // the slice, once the producer asked for it
+    };
+    std::vector<Slot> slots_;              // per producer layer
+    std::vector<int> concat_tensor_;       // per route layer: its output tensor, once made
+    std::vector<Shape> out_shapes_;        // per layer
     std::vector<bool> f32_out_;
     size_t scratch_size_ = 0, arena_size_ = 0;
     void* arena_ = nullptr;

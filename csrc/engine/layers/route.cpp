@@ -1,8 +1,10 @@
 // [route]: the outputs of `layers` (negative = relative) concatenated on channels; with
 // groups=G, group_id=g each input contributes its g-th channel slice (route_layer.c).
 // One input without groups is the same buffer, one grouped input a channel-slice view of it
-// (no copy either); otherwise a oneDNN concat of the inputs or of channel-slice views of
-// them.  Validation as layers.py Route.
+// (no copy either).  Several inputs without groups: producers that can (the Winograd
+// convolutions) have written straight into their channel slice of this layer's output
+// (Plan::concat_slot) and only the others are copied; otherwise a oneDNN concat of the
+// inputs or of channel-slice views of them.  Validation as layers.py Route.
 #include <map>
 
 #include "engine/layers/util.h"
@@ -27,12 +29,22 @@ public:
         return s;
     }
     std::vector<int> sources() const override { return srcs; }
+    std::vector<int> concat_sources() const override {
+        return groups == 1 && srcs.size() > 1 ? srcs : std::vector<int>{};
+    }
 
     void plan_cpu(Plan& p) const override {
         using namespace dnnl;
         if (srcs.size() == 1 && groups == 1) {
             p.set_output(index, p.output(srcs[0]));
             return;
+        }
+        if (groups == 1) {  // sources that wrote into their slice (Plan::concat_slot): copy the rest
+            int whole = p.concat_output(index, srcs);
+            if (whole >= 0) {
+                p.set_output(index, whole);
+                return;
+            }
         }
         std::vector<md_t> mds;
         std::vector<int> tids;

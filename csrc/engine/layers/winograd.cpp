@@ -72,7 +72,10 @@ int plan_winograd(Plan& p, const Layer& l, const ConvSpec& c) {
         src = p.as(src, md_t({B, C, H, W}, dt::f32, tag::nhwc));
         channels_last(p.desc(src), s, &off);
     }
-    int dst = p.add_tensor(md_t({B, N, OH, OW}, dt::f32, tag::nhwc));
+    int dst = p.concat_slot(l.index);  // its slice of a [route] concat, or a tensor of its own
+    if (dst < 0) dst = p.add_tensor(md_t({B, N, OH, OW}, dt::f32, tag::nhwc));
+    int64_t d[4], doff = 0;
+    channels_last(p.desc(dst), d, &doff);
 
     // U[k][ci][o] = (G g G^T)[k], k = 6 i + j.
     std::vector<float> u((size_t)36 * C * N);
@@ -91,7 +94,7 @@ int plan_winograd(Plan& p, const Layer& l, const ConvSpec& c) {
 
     auto in_tile = DKD_ISA_SELECT(isa_base::wino_input_tile, isa_avx2::wino_input_tile, isa_avx512::wino_input_tile);
     auto out_tile = DKD_ISA_SELECT(isa_base::wino_output_tile, isa_avx2::wino_output_tile, isa_avx512::wino_output_tile);
-    const int64_t sb = s[0], sr = s[2], sp = s[3];
+    const int64_t sb = s[0], sr = s[2], sp = s[3], db = d[0], dr = d[2], dp = d[3];
     WinoAct act = c.act == Act::kLeaky ? WinoAct::kLeaky : c.act == Act::kRelu ? WinoAct::kRelu : WinoAct::kLinear;
     const bool fused = c.act == Act::kLeaky || c.act == Act::kRelu || c.act == Act::kLinear;
     auto bias = std::make_shared<std::vector<float>>(c.bias, c.bias + N);
@@ -102,7 +105,7 @@ int plan_winograd(Plan& p, const Layer& l, const ConvSpec& c) {
     };
     auto out_args = [=](const float* mrow, int64_t plane, int64_t t, float* y) {
         const int64_t b = t / (th * tw), r = t % (th * tw), oy = (r / tw) * 4, ox = (r % tw) * 4;
-        return WinoOutTile{mrow, plane, N, bias->data(), act, y + ((b * OH + oy) * OW + ox) * N, OW * N, N,
+        return WinoOutTile{mrow, plane, N, bias->data(), act, y + b * db + oy * dr + ox * dp, dr, dp,
                            (int)std::min<int64_t>(4, OH - oy), (int)std::min<int64_t>(4, OW - ox)};
     };
 
@@ -136,7 +139,7 @@ int plan_winograd(Plan& p, const Layer& l, const ConvSpec& c) {
         p.add_fn(
             [=](Plan& pl) {
                 const float* x = static_cast<const float*>(pl.data(src)) + off;
-                float* y = static_cast<float*>(pl.data(dst));
+                float* y = static_cast<float*>(pl.data(dst)) + doff;
 #pragma omp parallel num_threads(pl.threads)
                 {
                     Worker& wk = (*workers)[omp_get_thread_num()];
@@ -168,7 +171,7 @@ int plan_winograd(Plan& p, const Layer& l, const ConvSpec& c) {
         p.add_fn(
             [=](Plan& pl) {
                 const float* md = static_cast<const float*>(pl.data(m));
-                float* y = static_cast<float*>(pl.data(dst));
+                float* y = static_cast<float*>(pl.data(dst)) + doff;
 #pragma omp parallel for schedule(static)
                 for (int64_t t = 0; t < T; ++t) out_tile(out_args(md + t * N, T * N, t, y));
             },
