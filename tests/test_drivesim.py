@@ -180,6 +180,35 @@ def test_boxes_are_the_visible_extent():
     assert list(hidden.labels[:, 0]) == [CLASSES.index("truck")] and hidden.dropped == 1
 
 
+def test_lit_windows_are_the_visible_windows():
+    """The night window layer holds a window's state only where its glass is seen: a nearer
+    facade hides a farther building's lit windows (painter's order, reference drawn into a
+    separate layer here), objects hide them, and every lit pixel shows window glass by day."""
+    from darknet_kd.data.drivesim import render as R
+    lit_total = 0
+    for i in range(4):
+        sc = make_scene(5, 1, i, "source" if i % 2 else "target")
+        L = rasterize(sc, 160, 160)
+        cam = R.Camera.of(sc, 160, 160)
+        blds = sorted((b for b in sc.buildings if b.z1 > R.NEAR), key=lambda b: -b.z0)
+        wq, wb, state = R._windows(cam, blds, sc.lit_seed)
+        ref = np.zeros((160, 160), np.uint8)
+        for k, b in enumerate(blds):
+            facade = R._fix(R._facade_quads(cam, b.X, max(b.z0, R.NEAR), b.z1, 0.0, b.h))
+            cv2.fillPoly(ref, [facade], 0, cv2.LINE_8, R.SHIFT)
+            for s in range(3):
+                sel = (wb == k) & (state == s)
+                if sel.any():
+                    cv2.fillPoly(ref, list(wq[sel]), s, cv2.LINE_8, R.SHIFT)
+        ref[L.ids >= R.FIRST_OBJECT] = 0
+        assert np.array_equal(L.windows, ref)
+        glass = {tuple(b.window) for b in sc.buildings}
+        lit = L.windows > 0
+        assert all(tuple(p) in glass for p in L.albedo[lit].tolist())
+        lit_total += lit.sum()
+    assert lit_total > 100
+
+
 def test_not_a_global_colour_transform():
     """No per-channel function of the day value (a per-image LUT, fitted here) explains
     the night image; fog and rain depend on depth and local effects too."""
@@ -264,7 +293,7 @@ def _reference_objects(scene, W, H):
     from darknet_kd.data.drivesim import render as R
     cam = R.Camera.of(scene, W, H)
     things = [t for t in scene.things if t.Z > R.NEAR]
-    canvas, depth, ids, emis, _ = R._background(scene, cam, True, np.uint8 if len(things) < 255 else np.uint16)
+    canvas, depth, ids, emis, _, _ = R._background(scene, cam, True, np.uint8 if len(things) < 255 else np.uint16)
     albedo = canvas[..., :3].astype(np.uint8)
     layout = R._layout(things, cam)
     facade_l = max((b.X for b in scene.buildings if b.side < 0), default=-np.inf)

@@ -6,7 +6,10 @@ image formation model applied to them:
 
 * ``albedo`` (H, W, 3) uint8 BGR: surface colours (the day sky included); ``lin`` the
   same in linear light with the shared surface grain (:func:`.banks.linear_albedo`);
-* ``emis``   (H, W, 3) float32 radiance of lamps, head/tail lights, lit windows (0 at day);
+* ``emis``   (H, W, 3) float32 radiance of the objects' lights: lamps, head/tail lights,
+  traffic lights, bus interiors (0 elsewhere);
+* ``windows`` (H, W) uint8 night state of the window glass seen at each pixel: 0 none or
+  dark, 1 warm, 2 cool light (:data:`WINDOW_LIGHT`; a nearer facade or object hides it);
 * ``depth``  (H, W) float32 metres along the view axis (sky: :data:`SKY_DEPTH`);
 * ``ids``    (H, W) int16: 0 sky, 1 ground, 2 building, ``3 + k`` the k-th object;
 * ``shadow`` (H, W) uint8 sun shadow under vehicles and people (day only);
@@ -43,6 +46,7 @@ MIN_BOX_PX = 3                 # minimum visible box side (pixels)
 MIN_BOX_AREA = 16              # minimum visible box area (pixels²)
 SHIFT = 3                      # OpenCV fractional bits of vertex coordinates
 _ONE = 1 << SHIFT
+WINDOW_LIGHT = ((0.0, 0.0, 0.0), (25.0, 60.0, 90.0), (80.0, 78.0, 70.0))   # radiance (BGR) of window states
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Layers:
     albedo: np.ndarray | None
     lin: np.ndarray | None      # linear-light albedo with surface grain (float32, gamma 2)
     emis: np.ndarray | None
+    windows: np.ndarray | None  # (H, W) uint8 window state: 0 none/dark, 1 warm, 2 cool
     depth: np.ndarray | None
     ids: np.ndarray
     shadow: np.ndarray | None
@@ -131,13 +136,17 @@ def _ground(albedo, scene: Scene, cam: Camera):
     start = 0
     for i in range(1, len(q) + 1):
         if i == len(q) or q[i][4] != q[start][4]:
-            cv2.fillPoly(albedo, list(pts[start:i]), c[q[start][4]], cv2.LINE_8, SHIFT)
+            cv2.fillPoly(albedo, pts[start:i], c[q[start][4]], cv2.LINE_8, SHIFT)
             start = i
 
 
 def _background(scene: Scene, cam: Camera, want_color: bool, dt=np.uint8):
     """Sky, ground and buildings: the 4-channel albedo canvas (BGR + object id 0) of type
-    ``dt``, depth, ids, emissive windows and the shop-front lights."""
+    ``dt``, depth, ids, the (empty) object emission layer, the shop-front lights and the
+    window state layer (:class:`Layers` ``windows``).  A building's windows are filled in
+    its painter's turn, one fill per night state with the state in the canvas' fourth
+    channel, so a nearer facade hides a farther building's lit windows as it hides their
+    glass; the channel is then moved out into the window layer and cleared."""
     W, H = cam.width, cam.height
     c = scene.colors
     hz = int(np.clip(np.ceil(cam.horizon - 0.5), 0, H))
@@ -165,7 +174,10 @@ def _background(scene: Scene, cam: Camera, want_color: bool, dt=np.uint8):
     blds = sorted((b for b in scene.buildings if b.z1 > NEAR), key=lambda b: -b.z0)
     if want_color:
         wq, wb, lit = _windows(cam, blds, scene.lit_seed)
-        starts = np.searchsorted(wb, np.arange(len(blds) + 1))
+        key = 3 * wb + lit                                   # by building, then night state
+        order = np.argsort(key, kind="stable")
+        wq = wq[order]
+        starts = np.searchsorted(key[order], np.arange(3 * len(blds) + 1)).tolist()
     if blds:
         fq = _fix(_facade_quads(cam, np.array([b.X for b in blds]), np.array([max(b.z0, NEAR) for b in blds]),
                                 np.array([b.z1 for b in blds]), 0.0, np.array([b.h for b in blds])))
@@ -175,14 +187,17 @@ def _background(scene: Scene, cam: Camera, want_color: bool, dt=np.uint8):
         if want_color:
             tone = 0.82 if b.side < 0 else 1.0                      # the sun lights one side more
             cv2.fillPoly(albedo, pts, tuple(int(v * tone) for v in b.color), cv2.LINE_8, SHIFT)
-            if starts[k] < starts[k + 1]:
-                cv2.fillPoly(albedo, list(wq[starts[k]:starts[k + 1]]), b.window, cv2.LINE_8, SHIFT)
+            for state in range(3):
+                a, e = starts[3 * k + state], starts[3 * k + state + 1]
+                if a < e:
+                    cv2.fillPoly(albedo, wq[a:e], (*b.window, state), cv2.LINE_8, SHIFT)
             if b.shop:                                   # a lit shop front lights the sidewalk at night
                 lights.append((b.X - b.side * 0.8, 2.0, (max(b.z0, NEAR) + b.z1) / 2, 0.35, 0.75, 1.0, 3.0, 0.06))
+    windows = None
     if want_color:
-        for sel, col in ((lit == 1, (25.0, 60.0, 90.0)), (lit == 2, (80.0, 78.0, 70.0))):   # warm, cool
-            if sel.any():
-                cv2.fillPoly(emis, list(wq[sel]), col, cv2.LINE_8, SHIFT)
+        windows = cv2.extractChannel(albedo, 3)
+        windows = windows.astype(np.uint8, copy=False)
+        cv2.insertChannel(np.zeros((H, W), dt), albedo, 3)
     if blds:            # building pixels: xb != 0 (a facade is never the plane X = 0 of the camera)
         bmask = cv2.compare(xb, 0.0, cv2.CMP_NE)
         ids[bmask.view(bool)] = BUILDING
@@ -192,7 +207,7 @@ def _background(scene: Scene, cam: Camera, want_color: bool, dt=np.uint8):
         np.maximum(xb, NEAR, out=xb)
         np.minimum(xb, SKY_DEPTH, out=xb)
         cv2.copyTo(xb, bmask, depth)
-    return albedo, depth, ids, emis, lights
+    return albedo, depth, ids, emis, lights, windows
 
 
 def _windows(cam, blds, seed):
@@ -230,14 +245,21 @@ def _windows(cam, blds, seed):
     V = 0.9 + fl * floor
     hw = np.where(g, win_w * 0.9, win_w * 0.5)
     wh = np.where(g, win_h * 1.5, win_h)
-    q = _facade_quads(cam, X, Z - hw, Z + hw, V, V + wh)
+    z0, z1, v1 = Z - hw, Z + hw, V + wh
     rng = np.random.default_rng(seed)
     u = rng.random((2, len(Z)))
     lit = (u[0] < lit_p) | g
     state = np.where(lit, np.where(u[1] < 0.7, 1, 2), 0).astype(np.int8)
-    q = _fix(q)
-    x, y = q[..., 0] >> SHIFT, q[..., 1] >> SHIFT
-    seen = (x.max(1) >= -1) & (y.max(1) >= -1) & (x.min(1) <= cam.width) & (y.min(1) <= cam.height)   # 1 px margin
+    # the quads (z0, V), (z1, V), (z1, v1), (z0, v1) projected as Camera.project does, fixed point:
+    # vertical sides, so 2 distinct x and 4 distinct y per window
+    f, X = cam.f, X.astype(np.float64)
+    x0, x1 = (_fix(cam.cx + f * X / z) for z in (z0, z1))
+    ya, yb, yc, yd = (_fix(cam.horizon + f * (cam.cam_h - v) / z) for v, z in ((V, z0), (V, z1), (v1, z1), (v1, z0)))
+    q = np.stack([x0, ya, x1, yb, x1, yc, x0, yd], 1).reshape(-1, 4, 2)
+    lo_x, hi_x = np.minimum(x0, x1) >> SHIFT, np.maximum(x0, x1) >> SHIFT
+    lo_y = np.minimum(np.minimum(ya, yb), np.minimum(yc, yd)) >> SHIFT
+    hi_y = np.maximum(np.maximum(ya, yb), np.maximum(yc, yd)) >> SHIFT
+    seen = (hi_x >= -1) & (hi_y >= -1) & (lo_x <= cam.width) & (lo_y <= cam.height)   # 1 px margin
     return q[seen], np.asarray(ks)[bk][seen], state[seen]
 
 
@@ -340,13 +362,13 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
     things = [t for t in scene.things if t.Z > NEAR]
     order = sorted(range(len(things)), key=lambda i: (-things[i].Z, things[i].order))
     dt = np.uint8 if len(things) < 255 else np.uint16          # the id channel holds index + 1
-    canvas, depth, ids, emis, lights = _background(scene, cam, color, dt)
+    canvas, depth, ids, emis, lights, windows = _background(scene, cam, color, dt)
     shadow = np.zeros((H, W), np.uint8) if color else None
     canvas = canvas if color else np.zeros((H, W), dt)
     owner = np.zeros((H, W), dt) if color else None
     full_area = np.zeros(len(things), np.int64)
     extent = np.zeros((len(things), 4), np.int64)             # clipped sprite rectangles
-    ztab = np.zeros(len(things) + 1, np.float32)
+    ztab = np.zeros(max(len(things) + 1, 256), np.float32)     # 256: a cv2.LUT table for 8-bit ids
     layout = _layout(things, cam)
     # only objects beyond a facade plane (cross traffic) can be hidden by a building
     facade_l = max((b.X for b in scene.buildings if b.side < 0), default=-np.inf)
@@ -399,7 +421,6 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
     obj = cv2.compare(obj_id, 0, cv2.CMP_GT)
     cv2.add(obj_id, FIRST_OBJECT - 1, dst=ids, mask=obj, dtype=cv2.CV_16S)
     if dt == np.uint8:
-        ztab = np.pad(ztab, (0, 256 - len(ztab)))
         cv2.copyTo(cv2.LUT(obj_id, ztab), obj, depth)
     else:
         cv2.copyTo(ztab[obj_id], obj, depth)
@@ -408,6 +429,7 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
         albedo = cv2.cvtColor(canvas, cv2.COLOR_BGRA2BGR).astype(np.uint8, copy=False)
         covered = cv2.compare(obj_id, owner, cv2.CMP_NE)                  # lights covered by other objects
         cv2.subtract(emis, emis, dst=emis, mask=covered)
+        cv2.subtract(windows, obj, dst=windows)                           # windows covered by objects
 
     labels, boxes, vis = [], [], []
     dropped = 0
@@ -431,6 +453,6 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
         vis.append(frac)
     lights = np.asarray(lights, np.float32).reshape(-1, 8)
     lin = linear_albedo(albedo, scene.grain) if color else None
-    return Layers(cam, albedo, lin, emis, depth, ids, shadow, lights,
+    return Layers(cam, albedo, lin, emis, windows, depth, ids, shadow, lights,
                   np.asarray(labels, np.float32).reshape(-1, 5), np.asarray(boxes, np.int32).reshape(-1, 4),
                   np.asarray(vis, np.float32), dropped)
