@@ -1,7 +1,7 @@
 """The engine's fast paths and their tools (csrc/engine/layers/winograd.*, the per-layer
 profile, `dkd detect LIST`):
 
-- Winograd F(4x4, 3x3) equals the PyTorch model (raw heads, 1e-4) on geometries that stress
+- Winograd F(4x4, 3x3) and F(2x2, 3x3) equal the PyTorch model (raw heads, 1e-4) on geometries that stress
   it: outputs not a multiple of 4, padding 0 and 2, channel counts that are not a multiple
   of 16, a channel-slice view (grouped route) as input, every activation kind (fused, oneDNN
   eltwise after it, the engine's own), both of its schedules (tile blocks per thread for
@@ -24,7 +24,8 @@ from darknet_kd.engine import Net
 from darknet_kd.errors import DarknetKDError
 from test_engine import ROOT, dkd_binary, random_model, text_model
 
-# 3x3 stride-1 convolutions with >= 16 channels in and out are Winograd's (DKD_WINOGRAD=1).
+# 3x3 stride-1 convolutions with >= 16 channels in and out are Winograd's (DKD_WINOGRAD=1:
+# F(4x4), =2: F(2x2), =0: none).
 WINO = """[net]
 width=64
 height=60
@@ -113,7 +114,7 @@ def test_winograd_equals_pytorch(tmp_path, monkeypatch, batch, threads):
         ref = model(torch.from_numpy(x), raw=True)[0].numpy()
         rows = model(torch.from_numpy(x)).numpy()
     heads = {}
-    for mode in ("1", "0"):
+    for mode in ("1", "2", "0"):
         monkeypatch.setenv("DKD_WINOGRAD", mode)
         net = Net(cfg, w, threads=threads)
         out = net.forward(x)
@@ -121,12 +122,16 @@ def test_winograd_equals_pytorch(tmp_path, monkeypatch, batch, threads):
         assert np.abs(heads[mode] - ref).max() < 1e-4 * max(1.0, np.abs(ref).max()), mode
         assert np.abs(out - rows).max() < 1e-4, mode
         net.close()
-    assert not np.array_equal(heads["1"], heads["0"])  # two different algorithms ran
+    # three different algorithms ran
+    assert not np.array_equal(heads["1"], heads["0"]) and not np.array_equal(heads["2"], heads["0"])
+    assert not np.array_equal(heads["1"], heads["2"])
 
 
 def test_winograd_is_taken_by_default_on_large_maps(tmp_path, monkeypatch):
-    """Without the variable the planner takes Winograd where there are enough tiles (a
-    batch of 3 64x60 maps here), and leaves it off where there are few (8x8 maps)."""
+    """Without the variable the planner takes F(4x4) where there are enough tiles (a batch
+    of 3 64x60 maps here), F(2x2) where only its smaller tiles are enough (16x16 and 14x14
+    maps: at most 16 tiles of 4x4, at least 49 of 2x2), and leaves Winograd off where there
+    are few (8x8 maps)."""
     model, cfg, w = _model(tmp_path)
     monkeypatch.delenv("DKD_WINOGRAD", raising=False)
     x = np.random.RandomState(0).rand(3, 3, 60, 64).astype(np.float32)
@@ -145,6 +150,17 @@ def test_winograd_is_taken_by_default_on_large_maps(tmp_path, monkeypatch):
     direct = Net(cfg, w, width=8, height=8)
     direct.forward(xs)
     assert np.array_equal(small.heads()[0], direct.heads()[0])
+    xm = np.random.RandomState(1).rand(1, 3, 16, 16).astype(np.float32)
+    heads = {}
+    for mode in (None, "2", "0"):
+        if mode is None:
+            monkeypatch.delenv("DKD_WINOGRAD")
+        else:
+            monkeypatch.setenv("DKD_WINOGRAD", mode)
+        mid = Net(cfg, w, width=16, height=16)
+        mid.forward(xm)
+        heads[mode] = mid.heads()[0].copy()
+    assert np.array_equal(heads[None], heads["2"]) and not np.array_equal(heads[None], heads["0"])
 
 
 def test_profile(tmp_path):

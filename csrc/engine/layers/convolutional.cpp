@@ -60,8 +60,8 @@ public:
             w = b = zeros.data();
         }
         const ConvSpec spec{n, size, sx, sy, dilation, padding, groups, act, w, b};
-        if (use_winograd(p, *this, spec)) {
-            p.set_output(index, plan_winograd(p, *this, spec));
+        if (int m = winograd_tile(p, *this, spec)) {
+            p.set_output(index, plan_winograd(p, *this, spec, m));
             return;
         }
         const int64_t pd_ = padding * dilation;
