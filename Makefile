@@ -67,7 +67,7 @@ asan-test: setup
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  DKD_C_MODULE=$$(ls $(abspath build/asan)/python/_C*.so) DKD_LIBDKD=$(abspath build/asan)/python/lib/libdkd.so \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_engine_winograd.py \
-	  -k "(errors or fuzz or cffi or threads or winograd_equals) and not cli"
+	  -k "(errors or fuzz or cffi or threads or winograd_equals or concat) and not cli"
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
