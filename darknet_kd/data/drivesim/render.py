@@ -204,8 +204,8 @@ def _background(scene: Scene, cam: Camera, want_color: bool, dt=np.uint8):
         cols = np.arange(W, dtype=np.float32) + 0.5 - np.float32(cam.cx)
         cols[np.abs(cols) < 1e-3] = 1e-3
         xb *= (np.float32(cam.f) / cols)[None, :]
-        np.maximum(xb, NEAR, out=xb)
-        np.minimum(xb, SKY_DEPTH, out=xb)
+        cv2.max(xb, NEAR, dst=xb)
+        cv2.min(xb, SKY_DEPTH, dst=xb)
         cv2.copyTo(xb, bmask, depth)
     return albedo, depth, ids, emis, lights, windows
 
@@ -369,6 +369,7 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
     full_area = np.zeros(len(things), np.int64)
     extent = np.zeros((len(things), 4), np.int64)             # clipped sprite rectangles
     ztab = np.zeros(max(len(things) + 1, 256), np.float32)     # 256: a cv2.LUT table for 8-bit ids
+    lit = []                                                  # rectangles of the objects with lights
     layout = _layout(things, cam)
     # only objects beyond a facade plane (cross traffic) can be hidden by a building
     facade_l = max((b.X for b in scene.buildings if b.side < 0), default=-np.inf)
@@ -404,6 +405,8 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
         ztab[ident] = t.Z
         extent[i] = (x0, y0, x1, y1)
         if color:
+            if any(p[5] is not None for p in meta):
+                lit.append(reg)
             if t.cls >= 0 and t.kind not in ("traffic_light", "traffic_sign"):   # sun shadow on the ground
                 w = sw * (0.55 if t.view.startswith("side") else 0.6)
                 cv2.ellipse(shadow, (int(bx * _ONE), int(by * _ONE)), (int(w * _ONE), int(max(1.0, 0.25 * w) * _ONE)),
@@ -428,7 +431,9 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
     if color:
         albedo = cv2.cvtColor(canvas, cv2.COLOR_BGRA2BGR).astype(np.uint8, copy=False)
         covered = cv2.compare(obj_id, owner, cv2.CMP_NE)                  # lights covered by other objects
-        cv2.subtract(emis, emis, dst=emis, mask=covered)
+        for reg in lit:                                       # (emission lies in these rectangles only)
+            e = emis[reg]
+            cv2.subtract(e, e, dst=e, mask=covered[reg])
         cv2.subtract(windows, obj, dst=windows)                           # windows covered by objects
 
     labels, boxes, vis = [], [], []
