@@ -83,12 +83,15 @@ def _noise(lin, rng, read, shot=0.0):
 
 
 def _glow(E, sigma_small, sigma_big, k_small, k_big):
-    """Two-scale bloom of an emissive image, computed at 1/4 resolution."""
+    """Two-scale bloom of an emissive image: the small one (``sigma_small``, pixels at 1/4
+    resolution) computed at 1/4 resolution, the wide one (``sigma_big``, same units) at 1/8
+    (a smooth halo: 4x fewer pixels, half the taps), both upsampled bilinearly."""
     H, W = E.shape[:2]
     w4, h4 = max(W // 4, 2), max(H // 4, 2)
     s = cv2.resize(E, (w4, h4), interpolation=cv2.INTER_AREA)
-    g = cv2.addWeighted(cv2.GaussianBlur(s, (0, 0), sigma_small), k_small,
-                        cv2.GaussianBlur(s, (0, 0), sigma_big), k_big, 0.0)
+    s8 = cv2.resize(s, (max(w4 // 2, 2), max(h4 // 2, 2)), interpolation=cv2.INTER_AREA)
+    wide = cv2.resize(cv2.GaussianBlur(s8, (0, 0), sigma_big / 2), (w4, h4), interpolation=cv2.INTER_LINEAR)
+    g = cv2.addWeighted(cv2.GaussianBlur(s, (0, 0), sigma_small), k_small, wide, k_big, 0.0)
     return cv2.resize(g, (W, H), interpolation=cv2.INTER_LINEAR)
 
 
