@@ -293,7 +293,8 @@ def _reference_objects(scene, W, H):
     from darknet_kd.data.drivesim import render as R
     cam = R.Camera.of(scene, W, H)
     things = [t for t in scene.things if t.Z > R.NEAR]
-    canvas, depth, ids, emis, _, _ = R._background(scene, cam, True, np.uint8 if len(things) < 255 else np.uint16)
+    canvas, depth, ids, _, _ = R._background(scene, cam, True, np.uint8 if len(things) < 255 else np.uint16)
+    emis = np.zeros((H, W, 3), np.float32)
     albedo = canvas[..., :3].astype(np.uint8)
     layout = R._layout(things, cam)
     facade_l = max((b.X for b in scene.buildings if b.side < 0), default=-np.inf)

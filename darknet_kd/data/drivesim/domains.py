@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from .banks import bank, bank_size, crop
-from .render import GROUND, SKY, SKY_DEPTH, WINDOW_LIGHT, Layers
+from .render import FIRST_LIGHT, GROUND, SKY, SKY_DEPTH, Layers
 
 DOMAINS = ("day", "night", "fog", "rain")
 # Speed notes (416x416, one core): numpy broadcasting against a length-3 colour axis is
@@ -118,21 +118,21 @@ def _haze(lin, depth, V, A):
     return t
 
 
-_WINDOW_LUT = np.zeros((256, 1, 3), np.float32)
-_WINDOW_LUT[:3, 0] = WINDOW_LIGHT
+def _emission(L, scale=1.0, windows=True):
+    """Radiance image ``scale·palette[emit]`` (H, W, 3): every light seen, or the objects'
+    lights only (``windows=False``)."""
+    table = L.palette * np.float32(scale)
+    if not windows:
+        table[:FIRST_LIGHT] = 0.0
+    return cv2.LUT(_c3(L.emit), table)
 
 
 def _object_lights(L, k):
-    """Daylight emission ``k·emis/255``: the objects' lights (head/tail, traffic and
-    lamp heads, bus interiors), not the windows; None when no object is lit."""
-    if not cv2.countNonZero(L.emis.reshape(L.emis.shape[0], -1)):
+    """Daylight emission ``k·radiance/255``: the objects' lights (head/tail, traffic and
+    lamp heads, bus interiors), not the windows; None when no object light is seen."""
+    if not cv2.countNonZero(cv2.compare(L.emit, FIRST_LIGHT, cv2.CMP_GE)):
         return None
-    return L.emis * np.float32(k / 255.0)
-
-
-def _night_emission(L):
-    """The objects' lights plus the lit windows (:data:`.render.WINDOW_LIGHT`)."""
-    return cv2.add(L.emis, cv2.LUT(_c3(L.windows), _WINDOW_LUT))
+    return _emission(L, k / 255.0, windows=False)
 
 
 # ---------------------------------------------------------------- domains
@@ -186,7 +186,7 @@ def night(L: Layers, rng) -> np.ndarray:
     glow_c = gain * rng.uniform(0.01, 0.04) * np.array((0.5, 0.7, 1.0))        # sodium sky glow at the horizon
     _set_sky(lin, L, gain * np.array((0.0025, 0.0012, 0.0008)), glow_c, power=3.0)
     k = gain * rng.uniform(1.2, 2.2) / 255.0
-    E = _night_emission(L)
+    E = _emission(L)
     cv2.scaleAdd(E, k, lin, dst=lin)
     lin += _glow(E, 1.2 * W / 416, 5.0 * W / 416, 0.35 * k, 0.12 * k)
     blur = int(rng.integers(1, 6) * max(W, 256) / 416)                         # motion blur (px)

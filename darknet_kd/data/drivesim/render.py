@@ -6,10 +6,11 @@ image formation model applied to them:
 
 * ``albedo`` (H, W, 3) uint8 BGR: surface colours (the day sky included); ``lin`` the
   same in linear light with the shared surface grain (:func:`.banks.linear_albedo`);
-* ``emis``   (H, W, 3) float32 radiance of the objects' lights: lamps, head/tail lights,
-  traffic lights, bus interiors (0 elsewhere);
-* ``windows`` (H, W) uint8 night state of the window glass seen at each pixel: 0 none or
-  dark, 1 warm, 2 cool light (:data:`WINDOW_LIGHT`; a nearer facade or object hides it);
+* ``emit``   (H, W) uint8 index of the light seen at each pixel in ``palette`` (256, 1, 3)
+  float32 radiances (BGR, 0..255 scale; a cv2.LUT table): 0 none, 1 and 2 the warm and
+  cool lit windows (:data:`WINDOW_LIGHT`; a nearer facade or object hides them), from
+  :data:`FIRST_LIGHT` on the objects' lights -- lamps, head/tail and traffic lights, bus
+  interiors (0 at day); ``emis`` and ``windows`` are the two parts as images;
 * ``depth``  (H, W) float32 metres along the view axis (sky: :data:`SKY_DEPTH`);
 * ``ids``    (H, W) int16: 0 sky, 1 ground, 2 building, ``3 + k`` the k-th object;
 * ``shadow`` (H, W) uint8 sun shadow under vehicles and people (day only);
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ...errors import DarknetKDError
 from .banks import linear_albedo
 from .scene import Scene
 from .shapes import SHAPES
@@ -47,6 +49,7 @@ MIN_BOX_AREA = 16              # minimum visible box area (pixels²)
 SHIFT = 3                      # OpenCV fractional bits of vertex coordinates
 _ONE = 1 << SHIFT
 WINDOW_LIGHT = ((0.0, 0.0, 0.0), (25.0, 60.0, 90.0), (80.0, 78.0, 70.0))   # radiance (BGR) of window states
+FIRST_LIGHT = len(WINDOW_LIGHT)  # emit index of the first object light colour
 
 
 @dataclass
@@ -72,8 +75,8 @@ class Layers:
     camera: Camera
     albedo: np.ndarray | None
     lin: np.ndarray | None      # linear-light albedo with surface grain (float32, gamma 2)
-    emis: np.ndarray | None
-    windows: np.ndarray | None  # (H, W) uint8 window state: 0 none/dark, 1 warm, 2 cool
+    emit: np.ndarray | None     # (H, W) uint8 index into palette (see the module docstring)
+    palette: np.ndarray | None  # (256, 1, 3) float32 radiance of every emit index
     depth: np.ndarray | None
     ids: np.ndarray
     shadow: np.ndarray | None
@@ -82,6 +85,18 @@ class Layers:
     boxes: np.ndarray           # (N, 4) int32 pixel boxes x0, y0, x1, y1 (exclusive)
     visible: np.ndarray         # (N,) visible fraction of each labelled object
     dropped: int                # labelled-class objects dropped by the visibility rules
+
+    @property
+    def emis(self) -> np.ndarray:
+        """(H, W, 3) float32 radiance of the objects' lights (0 elsewhere)."""
+        table = self.palette.copy()
+        table[:FIRST_LIGHT] = 0.0
+        return cv2.LUT(cv2.merge([self.emit] * 3), table)
+
+    @property
+    def windows(self) -> np.ndarray:
+        """(H, W) uint8 state of the window glass seen: 0 none or dark, 1 warm, 2 cool."""
+        return np.where(self.emit < FIRST_LIGHT, self.emit, 0).astype(np.uint8)
 
 
 def _fix(a):
@@ -142,8 +157,8 @@ def _ground(albedo, scene: Scene, cam: Camera):
 
 def _background(scene: Scene, cam: Camera, want_color: bool, dt=np.uint8):
     """Sky, ground and buildings: the 4-channel albedo canvas (BGR + object id 0) of type
-    ``dt``, depth, ids, the (empty) object emission layer, the shop-front lights and the
-    window state layer (:class:`Layers` ``windows``).  A building's windows are filled in
+    ``dt``, depth, ids, the emit layer with the window states (:class:`Layers` ``emit``)
+    and the shop-front lights.  A building's windows are filled in
     its painter's turn, one fill per night state with the state in the canvas' fourth
     channel, so a nearer facade hides a farther building's lit windows as it hides their
     glass; the channel is then moved out into the window layer and cleared."""
@@ -169,7 +184,6 @@ def _background(scene: Scene, cam: Camera, want_color: bool, dt=np.uint8):
 
     # buildings, far to near; facade depth per column from the plane X
     xb = np.zeros((H, W), np.float32)
-    emis = np.zeros((H, W, 3), np.float32) if want_color else None
     lights = []
     blds = sorted((b for b in scene.buildings if b.z1 > NEAR), key=lambda b: -b.z0)
     if want_color:
@@ -193,10 +207,9 @@ def _background(scene: Scene, cam: Camera, want_color: bool, dt=np.uint8):
                     cv2.fillPoly(albedo, wq[a:e], (*b.window, state), cv2.LINE_8, SHIFT)
             if b.shop:                                   # a lit shop front lights the sidewalk at night
                 lights.append((b.X - b.side * 0.8, 2.0, (max(b.z0, NEAR) + b.z1) / 2, 0.35, 0.75, 1.0, 3.0, 0.06))
-    windows = None
+    emit = None
     if want_color:
-        windows = cv2.extractChannel(albedo, 3)
-        windows = windows.astype(np.uint8, copy=False)
+        emit = cv2.extractChannel(albedo, 3).astype(np.uint8, copy=False)
         cv2.insertChannel(np.zeros((H, W), dt), albedo, 3)
     if blds:            # building pixels: xb != 0 (a facade is never the plane X = 0 of the camera)
         bmask = cv2.compare(xb, 0.0, cv2.CMP_NE)
@@ -207,7 +220,7 @@ def _background(scene: Scene, cam: Camera, want_color: bool, dt=np.uint8):
         cv2.max(xb, NEAR, dst=xb)
         cv2.min(xb, SKY_DEPTH, dst=xb)
         cv2.copyTo(xb, bmask, depth)
-    return albedo, depth, ids, emis, lights, windows
+    return albedo, depth, ids, emit, lights
 
 
 def _windows(cam, blds, seed):
@@ -316,17 +329,20 @@ def _layout(things, cam):
              absolute[start[k]:start[k] + n[k]], metas[k]) for k in range(len(things))]
 
 
-def _paint(img, fixed, meta, ident, emis=None, owner=None):
+def _paint(img, fixed, meta, ident, emit=None, owner=None, palette=None):
     """Draw an object's primitives into ``img``: (albedo, ``ident``) into a 4-channel canvas,
     ``ident`` alone into a 1-channel one; from its first emissive primitive on also the
-    radiance into ``emis`` (0 for the rest: later primitives of the same object cover its
-    lights) and ``ident`` into ``owner``."""
+    radiance's index into ``emit`` (0 for the rest: later primitives of the same object
+    cover its lights; new radiances get the next index in the dict ``palette``) and
+    ``ident`` into ``owner``."""
     lit, rgb = False, img.ndim == 3
     for kind, a, b, th, alb, em in meta:
         q = fixed[a:b]
         c = (*alb, ident) if rgb else ident
-        lit = lit or (emis is not None and em is not None)
-        for dst, col in ((img, c), (emis, em or (0.0, 0.0, 0.0)), (owner, ident)) if lit else ((img, c),):
+        lit = lit or (emit is not None and em is not None)
+        if lit:
+            e = 0 if em is None else palette.setdefault(em, FIRST_LIGHT + len(palette))
+        for dst, col in ((img, c), (emit, e), (owner, ident)) if lit else ((img, c),):
             if kind == "P":
                 cv2.fillPoly(dst, [q], col, cv2.LINE_8, SHIFT)
             elif kind == "L":
@@ -346,7 +362,7 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
 
     Objects are painted far to near straight into the background's canvas: BGR albedo plus
     the object's index + 1 as a fourth channel (the id channel alone without colour), and
-    emissive primitives into ``emis`` with the index of the object that lit the pixel in
+    emissive primitives into ``emit`` with the index of the object that lit the pixel in
     ``owner`` (a nearer object covers a farther one's lights: emission is kept where the
     owner is the object seen).  ids and depth of the objects are laid over the background
     once at the end, from the id channel through a table.  Two kinds of object are drawn
@@ -362,14 +378,14 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
     things = [t for t in scene.things if t.Z > NEAR]
     order = sorted(range(len(things)), key=lambda i: (-things[i].Z, things[i].order))
     dt = np.uint8 if len(things) < 255 else np.uint16          # the id channel holds index + 1
-    canvas, depth, ids, emis, lights, windows = _background(scene, cam, color, dt)
+    canvas, depth, ids, emit, lights = _background(scene, cam, color, dt)
     shadow = np.zeros((H, W), np.uint8) if color else None
     canvas = canvas if color else np.zeros((H, W), dt)
     owner = np.zeros((H, W), dt) if color else None
     full_area = np.zeros(len(things), np.int64)
     extent = np.zeros((len(things), 4), np.int64)             # clipped sprite rectangles
     ztab = np.zeros(max(len(things) + 1, 256), np.float32)     # 256: a cv2.LUT table for 8-bit ids
-    lit = []                                                  # rectangles of the objects with lights
+    palette = {}                                              # object light radiance -> emit index
     layout = _layout(things, cam)
     # only objects beyond a facade plane (cross traffic) can be hidden by a building
     facade_l = max((b.X for b in scene.buildings if b.side < 0), default=-np.inf)
@@ -386,9 +402,9 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
         occludable = not facade_l < t.X < facade_r   # corner buildings hide cross traffic
         if occludable or not inside:                 # (OpenCV clips differently than a sprite does)
             spr = np.zeros((sh, sw) + canvas.shape[2:], dt)
-            spe = np.zeros((sh, sw, 3), np.float32) if color else None
+            spe = np.zeros((sh, sw), np.uint8) if color else None
             spo = np.zeros((sh, sw), dt) if color else None
-            _paint(spr, fixed, meta, ident, spe, spo)
+            _paint(spr, fixed, meta, ident, spe, spo, palette)
             mask = cv2.compare(_id_channel(spr), 0, cv2.CMP_GT)
             full_area[i] = cv2.countNonZero(mask)
             m = mask[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
@@ -396,17 +412,15 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
                 m = m & ~((_id_channel(canvas[reg]) == 0) & (ids[reg] == BUILDING) & (depth[reg] < t.Z)).view(np.uint8)
             canvas[reg] = cv2.copyTo(spr[y0 - oy:y1 - oy, x0 - ox:x1 - ox], m, canvas[reg])
             if color:
-                emis[reg] = cv2.copyTo(spe[y0 - oy:y1 - oy, x0 - ox:x1 - ox], m, emis[reg])
+                emit[reg] = cv2.copyTo(spe[y0 - oy:y1 - oy, x0 - ox:x1 - ox], m, emit[reg])
                 owner[reg] = cv2.copyTo(spo[y0 - oy:y1 - oy, x0 - ox:x1 - ox], m, owner[reg])
         else:
-            _paint(canvas, absolute, meta, ident, emis, owner)
+            _paint(canvas, absolute, meta, ident, emit, owner, palette)
             if t.cls >= 0:
                 full_area[i] = np.count_nonzero(_id_channel(canvas[reg]) == ident)
         ztab[ident] = t.Z
         extent[i] = (x0, y0, x1, y1)
         if color:
-            if any(p[5] is not None for p in meta):
-                lit.append(reg)
             if t.cls >= 0 and t.kind not in ("traffic_light", "traffic_sign"):   # sun shadow on the ground
                 w = sw * (0.55 if t.view.startswith("side") else 0.6)
                 cv2.ellipse(shadow, (int(bx * _ONE), int(by * _ONE)), (int(w * _ONE), int(max(1.0, 0.25 * w) * _ONE)),
@@ -427,14 +441,18 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
         cv2.copyTo(cv2.LUT(obj_id, ztab), obj, depth)
     else:
         cv2.copyTo(ztab[obj_id], obj, depth)
-    albedo = None
+    albedo = table = None
     if color:
         albedo = cv2.cvtColor(canvas, cv2.COLOR_BGRA2BGR).astype(np.uint8, copy=False)
-        covered = cv2.compare(obj_id, owner, cv2.CMP_NE)                  # lights covered by other objects
-        for reg in lit:                                       # (emission lies in these rectangles only)
-            e = emis[reg]
-            cv2.subtract(e, e, dst=e, mask=covered[reg])
-        cv2.subtract(windows, obj, dst=windows)                           # windows covered by objects
+        # a light is seen where the object that drew it is seen: objects cover the windows
+        # and the lights of farther objects (owner 0 and object 0 on the background)
+        cv2.bitwise_and(emit, cv2.compare(obj_id, owner, cv2.CMP_EQ), dst=emit)
+        if FIRST_LIGHT + len(palette) > 256:
+            raise DarknetKDError(f"DriveSim scene with {len(palette)} light colours; at most {256 - FIRST_LIGHT}")
+        table = np.zeros((256, 1, 3), np.float32)
+        table[:FIRST_LIGHT, 0] = WINDOW_LIGHT
+        for em, k in palette.items():
+            table[k, 0] = em
 
     labels, boxes, vis = [], [], []
     dropped = 0
@@ -458,6 +476,6 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
         vis.append(frac)
     lights = np.asarray(lights, np.float32).reshape(-1, 8)
     lin = linear_albedo(albedo, scene.grain) if color else None
-    return Layers(cam, albedo, lin, emis, windows, depth, ids, shadow, lights,
+    return Layers(cam, albedo, lin, emit, table, depth, ids, shadow, lights,
                   np.asarray(labels, np.float32).reshape(-1, 5), np.asarray(boxes, np.int32).reshape(-1, 4),
                   np.asarray(vis, np.float32), dropped)
