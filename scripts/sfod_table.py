@@ -2,7 +2,7 @@
 oracle (trained on the target's labels), mAP@0.5 on the target test split, for day → fog and
 day → night, over seeds; plus the audit of the objects LPL recovers that HPL misses.
 
-    .venv/bin/python scripts/sfod_table.py --preset cpu --seeds 3 [--targets fog,night]
+    .venv/bin/python scripts/sfod_table.py --preset cpu --seeds 3 [--first-seed 1] [--targets fog,night]
         [--out runs/sfod] [--cfg cfg/yolov4-tiny-drivesim.cfg] [--source-iterations N]
         [--adapt-epochs 10] [--adapt-lr LR] [--json docs/sfod.json] [--md docs/sfod.md]
 
@@ -124,6 +124,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="cpu", help="DriveSim preset (smoke, cpu, gpu) or mini (see above)")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=1,
+                   help="seeds FIRST..FIRST+SEEDS-1 (run seeds in parallel processes, then one --seeds N "
+                        "run makes the whole table from their outputs)")
     p.add_argument("--targets", default="fog,night")
     p.add_argument("--out", default=str(ROOT / "runs" / "sfod"))
     p.add_argument("--cfg", default=str(ROOT / "cfg" / "yolov4-tiny-drivesim.cfg"))
@@ -153,7 +156,8 @@ def main():
     rows: dict = {m: {t: [] for t in targets} for m in methods}
     audits: dict = {t: [] for t in targets}
     timings: dict = {}
-    for seed in range(1, args.seeds + 1):
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    for seed in seeds:
         ds = dataset(out, args.preset, seed, targets, args.workers)
         run = out / f"s{seed}"
         t = time.time()
@@ -183,7 +187,7 @@ def main():
     command = "python scripts/sfod_table.py " + " ".join(map(shlex.quote, sys.argv[1:]))
     minutes = round((time.time() - t0) / 60, 1)
     lines = [f"`{command}` — DriveSim `{args.preset}`, {Path(args.cfg).name}"
-             f"{' at 128x128' if args.preset == 'mini' else ''}, seeds 1..{args.seeds} (mean ± std), "
+             f"{' at 128x128' if args.preset == 'mini' else ''}, seeds {seeds[0]}..{seeds[-1]} (mean ± std), "
              f"mAP@0.5 (%) on each target's test split, {minutes} min", "",
              "| method | " + " | ".join(f"day → {d}" for d in targets) + " |",
              "|---|" + "---|" * len(targets)]
@@ -210,7 +214,7 @@ def main():
     md = "\n".join(lines) + "\n"
     print("\n" + md)
     table = {"command": command, "preset": args.preset, "cfg": Path(args.cfg).name, "targets": targets,
-             "seeds": args.seeds, "source_iterations": args.source_iterations, "adapt_epochs": args.adapt_epochs,
+             "seeds": list(seeds), "source_iterations": args.source_iterations, "adapt_epochs": args.adapt_epochs,
              "adapt_lr": args.adapt_lr, "batch": args.batch, "minutes": minutes, "timings_s": timings,
              "map": rows, "audit": audits}
     atomic_write(Path(args.json) if args.json else out / "sfod.json", json.dumps(table, indent=1) + "\n")
