@@ -280,6 +280,9 @@ def test_cli_and_errors(tmp_path, capsys):
 def _draw_ref(img, kind, q, th, color):
     if kind == "P":
         cv2.fillPoly(img, [q], color, cv2.LINE_8, 3)
+    elif kind == "M":                                   # one polygon at a time
+        for quad in q.reshape(-1, 4, 2):
+            cv2.fillPoly(img, [quad], color, cv2.LINE_8, 3)
     elif kind == "L":
         cv2.polylines(img, [q], False, color, th, cv2.LINE_8, 3)
     else:

@@ -292,9 +292,9 @@ def _layout(things, cam):
         s = f / t.Z
         meta, i, thick = [], 0, 0
         for kind, g, alb, em in SHAPES[t.kind](t.p, t.view, s):
-            if kind == "P" or kind == "L":
-                pts = g if kind == "P" else g[0]
-                th = 0 if kind == "P" else max(1, int(round(g[1] * s)))
+            if kind != "E" and kind != "R":
+                pts = g if kind != "L" else g[0]
+                th = 0 if kind != "L" else max(1, int(round(g[1] * s)))
                 flat.extend(pts.tolist() if isinstance(pts, np.ndarray) else pts)
                 meta.append((kind, i, i + len(pts), th, alb, em))
                 i += len(pts)
@@ -345,6 +345,8 @@ def _paint(img, fixed, meta, ident, emit=None, owner=None, palette=None):
         for dst, col in ((img, c), (emit, e), (owner, ident)) if lit else ((img, c),):
             if kind == "P":
                 cv2.fillPoly(dst, [q], col, cv2.LINE_8, SHIFT)
+            elif kind == "M":                            # disjoint quadrilaterals: one call
+                cv2.fillPoly(dst, q.reshape(-1, 4, 2), col, cv2.LINE_8, SHIFT)
             elif kind == "L":
                 cv2.polylines(dst, [q], False, col, th, cv2.LINE_8, SHIFT)
             else:

@@ -4,6 +4,8 @@ A primitive is ``(kind, geometry, albedo, emissive)``:
 
 * ``"P"`` polygon, geometry N ``(u, v)`` points (a list of pairs or an (N, 2) float32
   array; the layout rounds every point to float32, all points of a scene in one call);
+* ``"M"`` several disjoint quadrilaterals of one colour, geometry their 4·k points: one
+  fill call, the same pixels as k ``"P"`` (a symmetric pair of lamps, tires, legs, arms);
 * ``"E"`` filled ellipse ``(cu, cv, ru, rv)``;
 * ``"R"`` ellipse outline ``(cu, cv, ru, rv, thickness)``;
 * ``"L"`` open polyline ``(points (N, 2), thickness)``.
@@ -53,8 +55,7 @@ def shade(color, k):
 
 def _lamps(u, v, w, h, albedo, emis):
     """A symmetric pair of lamps at ±u."""
-    return [("P", rect(-u - w / 2, v, -u + w / 2, v + h), albedo, emis),
-            ("P", rect(u - w / 2, v, u + w / 2, v + h), albedo, emis)]
+    return [("M", rect(-u - w / 2, v, -u + w / 2, v + h) + rect(u - w / 2, v, u + w / 2, v + h), albedo, emis)]
 
 
 def car(p, view, px):
@@ -62,8 +63,7 @@ def car(p, view, px):
     if view in ("rear", "front"):
         hw, belt = w / 2, h * 0.56
         front = view == "front"
-        out = [("P", rect(-hw + 0.12, 0, -hw + 0.42, 0.3), TIRE, None),
-               ("P", rect(hw - 0.42, 0, hw - 0.12, 0.3), TIRE, None),
+        out = [("M", rect(-hw + 0.12, 0, -hw + 0.42, 0.3) + rect(hw - 0.42, 0, hw - 0.12, 0.3), TIRE, None),
                ("P", poly((-hw, 0.2), (hw, 0.2), (hw, belt - 0.06), (hw - 0.1, belt), (-hw + 0.1, belt),
                           (-hw, belt - 0.06)), col, None),
                ("P", poly((-hw * 0.92, belt), (hw * 0.92, belt), (hw * 0.7, h), (-hw * 0.7, h)), shade(col, 0.9), None)]
@@ -108,8 +108,7 @@ def truck(p, view, px):
     w, h, col, cab = p["w"], p["h"], p["color"], p["cab"]
     if view in ("rear", "front"):
         hw = w / 2
-        out = [("P", rect(-hw + 0.1, 0, -hw + 0.55, 0.5), TIRE, None),
-               ("P", rect(hw - 0.55, 0, hw - 0.1, 0.5), TIRE, None)]
+        out = [("M", rect(-hw + 0.1, 0, -hw + 0.55, 0.5) + rect(hw - 0.55, 0, hw - 0.1, 0.5), TIRE, None)]
         if view == "rear":
             out.append(("P", rect(-hw, 0.85, hw, h), col, None))
             out.append(("P", rect(-hw * 0.95, 0.35, hw * 0.95, 0.85), DARK, None))
@@ -148,8 +147,7 @@ def bus(p, view, px):
     lit = p["interior"]                       # radiance of lit windows at night
     if view in ("rear", "front"):
         hw = w / 2
-        out = [("P", rect(-hw + 0.15, 0, -hw + 0.55, 0.45), TIRE, None),
-               ("P", rect(hw - 0.55, 0, hw - 0.15, 0.45), TIRE, None),
+        out = [("M", rect(-hw + 0.15, 0, -hw + 0.55, 0.45) + rect(hw - 0.55, 0, hw - 0.15, 0.45), TIRE, None),
                ("P", rect(-hw, 0.3, hw, h), col, None),
                ("P", rect(-hw, h * 0.3, hw, h * 0.38), stripe, None)]
         if view == "front":
@@ -200,16 +198,14 @@ def person(p, view, px):
                            (-0.11 * s, shoulder)), shirt, None)
         arms = [("L", (poly((0, shoulder - 0.05 * s), (stride * 0.6, leg_top + 0.05 * s)), 0.08 * s), shade(shirt, 0.85), None)]
     else:
-        legs = [("P", rect(-0.15 * s, 0, -0.02 * s, leg_top), pants, None),
-                ("P", rect(0.02 * s, 0, 0.15 * s, leg_top), pants, None)]
+        legs = [("M", rect(-0.15 * s, 0, -0.02 * s, leg_top) + rect(0.02 * s, 0, 0.15 * s, leg_top), pants, None)]
         if p["dress"]:
             legs.append(("P", poly((-0.2 * s, 0.45 * s), (0.2 * s, 0.45 * s), (0.14 * s, leg_top), (-0.14 * s, leg_top)), shirt, None))
         torso = ("P", poly((-0.16 * s, leg_top - 0.04 * s), (0.16 * s, leg_top - 0.04 * s), (hw, shoulder - 0.03 * s),
                            (hw - 0.05 * s, shoulder), (-hw + 0.05 * s, shoulder), (-hw, shoulder - 0.03 * s)), shirt, None)
-        arms = [("P", poly((-hw, shoulder - 0.03 * s), (-hw + 0.07 * s, shoulder - 0.03 * s), (-hw + 0.02 * s, leg_top),
-                           (-hw - 0.06 * s, leg_top)), shade(shirt, 0.85), None),
-                ("P", poly((hw, shoulder - 0.03 * s), (hw - 0.07 * s, shoulder - 0.03 * s), (hw - 0.02 * s, leg_top),
-                           (hw + 0.06 * s, leg_top)), shade(shirt, 0.85), None)]
+        arms = [("M", poly((-hw, shoulder - 0.03 * s), (-hw + 0.07 * s, shoulder - 0.03 * s), (-hw + 0.02 * s, leg_top),
+                           (-hw - 0.06 * s, leg_top), (hw, shoulder - 0.03 * s), (hw - 0.07 * s, shoulder - 0.03 * s),
+                           (hw - 0.02 * s, leg_top), (hw + 0.06 * s, leg_top)), shade(shirt, 0.85), None)]
     out = legs + [torso] + arms
     out.append(("P", rect(-0.045 * s, shoulder - 0.02 * s, 0.045 * s, shoulder + 0.06 * s), skin, None))   # neck
     out.append(("E", (0, shoulder + 0.06 * s + head_r, head_r * 0.85, head_r), hair if view == "back" else skin, None))
