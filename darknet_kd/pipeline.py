@@ -7,7 +7,11 @@ their ``--resume`` checkpoint, translation from the images already written):
 
 1. ``drivesim``  — ``darknet-kd drivesim WORK/data --preset P --seed S`` (or a user's
    dataset named in ``[data]``);
-2. ``gan``       — ``domain-transfer train --source source.data --target <unlabelled list>``;
+2. ``gan``       — ``domain-transfer train --source source.data --target <unlabelled list>``,
+   its projected discriminator on the frozen backbone of a source-trained detector
+   (``[gan] detector``: ``source`` trains one first, stage ``train:source`` — the student cfg
+   on the source training images; or a user's own ``.weights`` with ``detector_cfg``; or
+   ``random``, a seeded random frozen backbone);
 3. ``translate`` — ``domain-transfer translate`` of the source training list;
 4. ``teacher``   — ``darknet-kd train`` of the teacher cfg on source + translated +
    labelled target (valid: target val);
@@ -54,6 +58,9 @@ The experiment file (INI)::
     [gan]
     preset = cpu
     iters = 3000
+    detector = source          ; the projector's backbone: source (trained here), random, or PATH.weights
+    ; detector_cfg = ...cfg    ; with PATH.weights (default: the student cfg)
+    ; detector_iters = 2000    ; with source: its max_batches (default: the student's)
     [teacher]
     cfg = cfg/yolov4-tiny-3l-teacher-drivesim.cfg
     max_batches = 2000
@@ -129,7 +136,7 @@ class Experiment:
         known = {"experiment": {"work", "seed", "threads", "device", "workers", "size", "bf16"},
                  "data": {"drivesim", "target", "target_frac", "source", "lower", "upper", "target_val", "target_test",
                           "source_test", "labelled", "unlabelled", "unlabelled_truth", "source_train"},
-                 "gan": {"enabled", "preset", "iters", "args"},
+                 "gan": {"enabled", "preset", "iters", "args", "detector", "detector_cfg", "detector_iters"},
                  "teacher": {"cfg", "max_batches", "batch", "subdivisions", "weights"},
                  "student": {"cfg", "max_batches", "batch", "subdivisions", "kd_weight", "rows", "proposed_kd",
                              "ld_teacher_iters", "ema"}}
@@ -311,12 +318,14 @@ class Pipeline:
         out = self.work / "gan"
         exp = self.exp
 
+        detector = self.gan_detector(ds)
+
         def run():
             from domain_transfer.cli import main as dt_main
 
             argv = ["train", "--source", str(ds["source_data"]), "--target", str(ds["unlabelled"]), "--out", str(out),
                     "--preset", exp.get("gan", "preset", "cpu"), "--iters", str(exp.number("gan", "iters", 3000)),
-                    "--device", self.device] + shlex.split(exp.get("gan", "args", ""))
+                    "--device", self.device, *detector] + shlex.split(exp.get("gan", "args", ""))
             if self.threads:
                 argv += ["--threads", str(self.threads)]
             if not self.progress:
@@ -343,8 +352,28 @@ class Pipeline:
         self.stage("translate", [tout / "train.txt"], translate)
         return tout / "train.txt"
 
-    def train(self, name, data, cfg, kd="none", weights_dir=None, section="student"):
-        """Train (or distill) one model; returns the final .weights path."""
+    def gan_detector(self, ds) -> list[str]:
+        """``domain-transfer train`` options naming the detector whose frozen backbone the
+        projected discriminator reads (``[gan] detector``); trains the source model first when
+        it is ``source``."""
+        exp = self.exp
+        kind = exp.get("gan", "detector", "source")
+        if kind == "random":
+            return ["--detector-weights", "random"]
+        cfg = exp.path_of("gan", "detector_cfg") or self.cfg("student", "cfg/yolov4-tiny-drivesim.cfg")
+        if kind == "source":
+            data = self.make_data("source", [ds["source_train"]], ds["source_test"], ds)
+            weights = self.train("source", data, cfg, weights_dir=self.work / "source",
+                                 iterations=exp.number("gan", "detector_iters", None))
+        else:
+            weights = exp.path_of("gan", "detector")
+            if not weights.exists():
+                raise exp.error(f"detector = {kind}: no such .weights file (or say source / random)", "gan", "detector")
+        return ["--detector-cfg", str(cfg), "--detector-weights", str(weights)]
+
+    def train(self, name, data, cfg, kd="none", weights_dir=None, section="student", iterations=None):
+        """Train (or distill) one model (``iterations``: its max_batches instead of the
+        section's); returns the final .weights path."""
         from .train.distill import Distiller
         from .train.trainer import TrainOptions, Trainer
 
@@ -356,7 +385,8 @@ class Pipeline:
         def run():
             self._threads()
             ckpt = backup / f"{stem}_last.ckpt"
-            opts = TrainOptions(backup=str(backup), max_batches=exp.number(section, "max_batches", None) or None,
+            opts = TrainOptions(backup=str(backup),
+                                max_batches=iterations or exp.number(section, "max_batches", None) or None,
                                 batch=exp.number(section, "batch", None) or None,
                                 subdivisions=exp.number(section, "subdivisions", None) or None,
                                 workers=self.workers, seed=self.seed, resume=ckpt.exists(), device=self.device,

@@ -16,14 +16,16 @@ A killed run resumes where it stopped (run the same command again).  Presets:
   plumbing in minutes; its numbers mean nothing.
 * ``demo``  — what ``make demo`` runs (``scripts/demo.py``): DriveSim demo (128 px, 800 + 800
   scenes), every model trained and evaluated at 128×128 (``[experiment] size``; anchors scaled)
-  in bf16, GAN 300 single-image iterations on 64-px crops; the teacher is the student's cfg
+  in bf16, GAN 300 single-image iterations on 64-px crops, its projected discriminator on a
+  source model of the student's cfg trained 300 iterations first (``[gan] detector_iters``); the teacher is the student's cfg
   trained longer (1000 iterations on source + translated + labelled night: the 3-head teacher
   learns too slowly for this budget), students 600 iterations of batch 16, rows lower, upper and
   proposed (KD loss CrossKD, fixed: no KD row to choose among) — the whole method in 14.8
-  minutes on 2 quiet cores (measured, docs/results.md "make demo").
+  minutes on 2 quiet cores before the source model was added (measured, docs/results.md
+  "make demo"; the source model adds about 80 s).
 * ``cpu``   — DriveSim cpu (256 px, 2000 + 2000 scenes); budgeted for ≤ 2 h per seed on
-  2 cores (GAN 1500 iterations of the cpu GAN preset, teacher 600 and students 500
-  iterations of batch 16).
+  2 cores (source model for the GAN's projector and students 500 iterations of batch 16, GAN
+  1500 iterations of the cpu GAN preset, teacher 600).
 * ``gpu``   — DriveSim gpu (416 px scenes, trained at the cfgs' 256), the published GAN
   setting, longer schedules, on CUDA.
 """
@@ -47,6 +49,7 @@ PRESETS = {
                   ld_teacher_iters=5),
     "demo": dict(drivesim="demo", gan_preset="cpu", gan_iters=300, teacher=1000, student=600, batch=16, device="cpu",
                  ld_teacher_iters=50, size=128, bf16=True, gan_args="--iter-size 1 --crop 64 --crop-delta 16",
+                 detector_iters=300,
                  teacher_cfg="yolov4-tiny-drivesim.cfg", rows="lower,upper,proposed", proposed_kd="crosskd"),
     "cpu": dict(drivesim="cpu", gan_preset="cpu", gan_iters=1500, teacher=600, student=500, batch=16, device="cpu",
                 ld_teacher_iters=100),
@@ -63,7 +66,8 @@ def experiment_text(p: dict, seed: int, work: Path, threads: int, rows) -> str:
     preset sets them, so the other presets' files stay as they were)."""
     exp_extra = "".join(f"{k} = {v}\n" for k, v in (("size", p.get("size")), ("bf16", "yes" if p.get("bf16") else None))
                         if v)
-    gan_extra = f"args = {p['gan_args']}\n" if p.get("gan_args") else ""
+    gan_extra = (f"args = {p['gan_args']}\n" if p.get("gan_args") else "") + \
+        (f"detector_iters = {p['detector_iters']}\n" if p.get("detector_iters") else "")
     return f"""[experiment]
 work = {work}
 seed = {seed}

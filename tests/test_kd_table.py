@@ -24,6 +24,7 @@ def test_demo_preset_sets_size_bf16_gan_args_and_teacher(tmp_path):
     assert (p.size, p.bf16, p.seed, p.threads) == (128, True, 3, 1)
     assert p.rows == ["lower", "upper", "proposed"] and p.proposed_kd == "crosskd"
     assert p.exp.get("gan", "args") == "--iter-size 1 --crop 64 --crop-delta 16"
+    assert p.exp.number("gan", "detector_iters", 0) == 300 and p.exp.get("gan", "detector", "source") == "source"
     assert p.exp.path_of("teacher", "cfg").name == demo["teacher_cfg"]
     assert p.exp.number("student", "max_batches", 0) == demo["student"]
     # the cfgs are trained at the preset's size, anchors scaled (the shipped cfgs are 256x256)
@@ -34,7 +35,7 @@ def test_demo_preset_sets_size_bf16_gan_args_and_teacher(tmp_path):
 def test_other_presets_keep_their_files(tmp_path):
     for name in ("smoke", "cpu", "gpu"):
         text = kd_table.experiment_text(kd_table.PRESETS[name], 0, tmp_path, 2, ["lower"])
-        assert "size =" not in text and "bf16" not in text and "args =" not in text
+        assert "size =" not in text and "bf16" not in text and "args =" not in text and "detector" not in text
         assert "yolov4-tiny-3l-teacher-drivesim.cfg" in text and "proposed_kd = auto" in text
         p = _pipeline(tmp_path, name, ["lower"])
         assert (p.size, p.bf16) == (0, False)

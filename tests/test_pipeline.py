@@ -156,3 +156,33 @@ def test_gap_recovered_is_not_a_share_of_a_missing_gap():
             "proposed": {s: [0.018] for s in ("source", "target", "all", "val")}}
     md = format_markdown(rows, "seed 0")
     assert "| GAN + KD (proposed) | 1.8 | 1.8 | 1.8 | 1.8 | n/a (upper ≤ lower) | n/a (upper ≤ lower) |" in md
+
+
+def test_gan_projector_detector(tmp_path):
+    """[gan] detector: `source` (default) trains the student cfg on the source training images
+    first (stage train:source, [gan] detector_iters) and hands that model to the GAN's projected
+    discriminator; `random` asks for a random frozen backbone; a .weights path is passed on with
+    detector_cfg; a missing file names the line."""
+    torch.set_num_threads(1)
+    ini = _experiment(tmp_path, rows="lower")
+    text = ini.read_text().replace("enabled = no", "enabled = yes\ndetector_iters = 1")
+    ini.write_text(text)
+    pipe = Pipeline(Experiment.read(ini), progress=False)
+    ds = pipe.dataset()
+    args = pipe.gan_detector(ds)
+    work = tmp_path / "work"
+    weights = work / "source" / "tiny_final.weights"
+    assert args == ["--detector-cfg", str(tmp_path / "tiny.cfg"), "--detector-weights", str(weights)]
+    assert weights.exists() and pipe.ran == ["train:source"]
+    stage = json.loads((work / "stages" / "train-source.json").read_text())
+    assert stage["summary"]["iterations"] == 1 and stage["data"].endswith("source.data")
+    src = [str(tmp_path / "src" / p) for p in (tmp_path / "src" / "train.txt").read_text().split()]
+    assert (work / "lists" / "source.txt").read_text().split() == src   # source images only
+    ini.write_text(text.replace("detector_iters = 1", "detector = random"))
+    assert Pipeline(Experiment.read(ini), progress=False).gan_detector(ds) == ["--detector-weights", "random"]
+    ini.write_text(text.replace("detector_iters = 1", f"detector = {weights}\ndetector_cfg = teacher.cfg"))
+    assert Pipeline(Experiment.read(ini), progress=False).gan_detector(ds) == [
+        "--detector-cfg", str(tmp_path / "teacher.cfg"), "--detector-weights", str(weights)]
+    ini.write_text(text.replace("detector_iters = 1", "detector = nowhere.weights"))
+    with pytest.raises(DarknetKDError, match=r"exp.ini:\d+: detector = nowhere.weights: no such .weights file"):
+        Pipeline(Experiment.read(ini), progress=False).gan_detector(ds)
