@@ -121,10 +121,11 @@ def _haze(lin, depth, V, A):
 def _emission(L, scale=1.0, windows=True):
     """Radiance image ``scale·palette[emit]`` (H, W, 3): every light seen, or the objects'
     lights only (``windows=False``)."""
-    table = L.palette * np.float32(scale)
+    table = L.palette[:, 0] * np.float32(scale)
     if not windows:
         table[:FIRST_LIGHT] = 0.0
-    return cv2.LUT(_c3(L.emit), table)
+    # three 1-channel lookups: 0.24 ms, a 3-channel table 0.4 ms (not vectorised)
+    return cv2.merge([cv2.LUT(L.emit, np.ascontiguousarray(table[:, c])) for c in range(3)])
 
 
 def _object_lights(L, k):
@@ -219,18 +220,26 @@ def rain(L: Layers, rng) -> np.ndarray:
     lin = cv2.transform(L.lin, M)
     sky = 0.42 * e
     _set_sky(lin, L, (sky * 0.8,) * 3, (sky * 1.1,) * 3)
-    # wet road: darker asphalt that mirrors the grey sky more with distance
+    # wet road: darker asphalt that mirrors the grey sky more with distance,
+    # lin·(1 − 0.45·w + 0.35·w²) + c·w; then grey haze (Koschmieder, A = a) and rain
+    # streaks (k·s): all grey, so one per-pixel gain and one per-pixel offset, two
+    # full-colour passes:  lin·m + o,  m = (1 − 0.45·w + 0.35·w²)·t,  o = (c·w − a)·t + a + k·s
     wet = 1.0 - _exp(L.depth, -1.0 / 25.0)
     cv2.subtract(wet, wet, dst=wet, mask=_not(L.ids, GROUND))
-    cv2.multiply(lin, _c3(1.0 - 0.45 * wet + 0.35 * wet * wet), dst=lin)
-    cv2.scaleAdd(_c3(wet), 0.35 * sky, lin, dst=lin)
-    _haze(lin, L.depth, rng.uniform(90.0, 220.0), (sky * 1.05,) * 3)
+    t = _exp(L.depth, -1.0 / rng.uniform(90.0, 220.0))
+    c, a = np.float32(0.35 * sky), np.float32(sky * 1.05)
+    m = np.float32(1.0) - np.float32(0.45) * wet + np.float32(0.35) * wet * wet
+    m *= t
+    o = (c * wet - a) * t
+    o += a
+    streak = crop(bank("streaks", bank_size(H, W)), rng, H, W)
+    cv2.scaleAdd(streak, rng.uniform(0.03, 0.09), o, dst=o)
+    cv2.multiply(lin, _c3(m), dst=lin)
+    cv2.add(lin, _c3(o), dst=lin)
     E = _object_lights(L, 0.5)
     if E is not None:
         lin += E
         lin += _glow(E, 1.5, 4.0, 0.6, 0.3)
-    streak = crop(bank("streaks", bank_size(H, W)), rng, H, W)
-    cv2.scaleAdd(_c3(streak), rng.uniform(0.03, 0.09), lin, dst=lin)
     n_drops = int(rng.integers(0, 7))
     if n_drops:                                  # out-of-focus drops on the windscreen
         m = np.zeros((H, W), np.uint8)
