@@ -232,7 +232,7 @@ def rain(L: Layers, rng) -> np.ndarray:
     m *= t
     o = (c * wet - a) * t
     o += a
-    streak = crop(bank("streaks", bank_size(H, W)), rng, H, W)
+    streak = crop(bank("streaks", bank_size(H, W, pow2=True)), rng, H, W)
     cv2.scaleAdd(streak, rng.uniform(0.03, 0.09), o, dst=o)
     cv2.multiply(lin, _c3(m), dst=lin)
     cv2.add(lin, _c3(o), dst=lin)
