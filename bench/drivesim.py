@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from darknet_kd.data.drivesim import DOMAINS, generate, make_scene, rasterize, render_domain  # noqa: E402
-from darknet_kd.data.drivesim.dataset import JPEG_QUALITY, Preset, domain_rng  # noqa: E402
+from darknet_kd.data.drivesim.dataset import JPEG_QUALITY, Preset, domain_rng, retain_freed_memory  # noqa: E402
 from darknet_kd.fileio import atomic_write  # noqa: E402
 
 _SIZE = 416
@@ -46,6 +46,7 @@ _SIZE = 416
 def _init(size):
     global _SIZE
     cv2.setNumThreads(1)
+    retain_freed_memory()                  # as the writer's workers do
     _SIZE = size
 
 
