@@ -144,8 +144,8 @@ def day(L: Layers, rng) -> np.ndarray:
     lin = cv2.transform(L.lin, np.diag(wb).astype(np.float32))
     if L.shadow.any():
         sh = cv2.GaussianBlur(L.shadow, (3, 3), 0)
-        cv2.subtract(sh, sh, dst=sh, mask=_not(L.ids, GROUND))
-        cv2.multiply(lin, cv2.LUT(_c3(sh), SHADE), dst=lin)
+        cv2.bitwise_and(sh, cv2.compare(L.ids, GROUND, cv2.CMP_EQ), dst=sh)          # on the ground only
+        cv2.multiply(lin, _c3(cv2.LUT(sh, SHADE)), dst=lin)
     _noise(lin, rng, 0.003)
     return _finish(lin)
 
