@@ -31,6 +31,7 @@ or when its visible box is smaller than :data:`MIN_BOX_PX` pixels on a side or
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 
 import cv2
 import numpy as np
@@ -315,7 +316,7 @@ def _layout(things, cam):
     start = np.cumsum(n) - n
     par = np.array(par)
     per_pt = np.repeat(par, n, axis=0)
-    pts = np.array(flat, np.float32).astype(np.float64)
+    pts = np.fromiter(chain.from_iterable(flat), np.float32, 2 * len(flat)).reshape(-1, 2).astype(np.float64)
     pts *= per_pt[:, :2]
     pts += per_pt[:, 2:4]
     lo = np.minimum.reduceat(pts, start) - par[:, 4:]
@@ -325,8 +326,10 @@ def _layout(things, cam):
     o = np.repeat(origin, n, axis=0)
     fixed = np.round((pts - o) * _ONE).astype(np.int32)
     absolute = fixed + (o << SHIFT).astype(np.int32)
-    return [(par[k, 2], par[k, 3], *origin[k].tolist(), *size[k].tolist(), fixed[start[k]:start[k] + n[k]],
-             absolute[start[k]:start[k] + n[k]], metas[k]) for k in range(len(things))]
+    anchor, origin, size = par[:, 2:4].tolist(), origin.tolist(), size.tolist()
+    start, end = start.tolist(), (start + n).tolist()
+    return [(*anchor[k], *origin[k], *size[k], fixed[start[k]:end[k]], absolute[start[k]:end[k]], metas[k])
+            for k in range(len(things))]
 
 
 def _paint(img, fixed, meta, ident, emit=None, owner=None, palette=None):
