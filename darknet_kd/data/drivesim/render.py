@@ -13,7 +13,8 @@ image formation model applied to them:
   interiors (0 at day); ``emis`` and ``windows`` are the two parts as images;
 * ``depth``  (H, W) float32 metres along the view axis (sky: :data:`SKY_DEPTH`);
 * ``ids``    (H, W) int16: 0 sky, 1 ground, 2 building, ``3 + k`` the k-th object;
-* ``shadow`` (H, W) uint8 sun shadow under vehicles and people (day only);
+* ``shadow`` (H, W) uint8 sun shadow under vehicles and people (day only; drawn on first
+  use from ``shadows``, the fixed-point ellipses, as only the day domain reads it);
 * ``lights`` (N, 8) float32 point lights ``X, Y, Z, B, G, R, radius, intensity`` (colour
   0..1; the contribution at distance d is ``intensity·colour / (1 + d²/radius²)``).
 
@@ -30,7 +31,7 @@ or when its visible box is smaller than :data:`MIN_BOX_PX` pixels on a side or
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 
 import cv2
@@ -80,12 +81,22 @@ class Layers:
     palette: np.ndarray | None  # (256, 1, 3) float32 radiance of every emit index
     depth: np.ndarray | None
     ids: np.ndarray
-    shadow: np.ndarray | None
+    shadows: np.ndarray | None  # (N, 4) int32 fixed-point shadow ellipses: centre x, y, axes
     lights: np.ndarray
     labels: np.ndarray          # (N, 5) float32: class, cx, cy, w, h (relative)
     boxes: np.ndarray           # (N, 4) int32 pixel boxes x0, y0, x1, y1 (exclusive)
     visible: np.ndarray         # (N,) visible fraction of each labelled object
     dropped: int                # labelled-class objects dropped by the visibility rules
+    _shadow: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def shadow(self) -> np.ndarray | None:
+        """(H, W) uint8 sun shadow (255 under the objects), drawn once on first use."""
+        if self._shadow is None and self.shadows is not None:
+            self._shadow = np.zeros(self.ids.shape, np.uint8)
+            for cx, cy, ax, ay in self.shadows.tolist():
+                cv2.ellipse(self._shadow, (cx, cy), (ax, ay), 0, 0, 360, 255, -1, cv2.LINE_8, SHIFT)
+        return self._shadow
 
     @property
     def emis(self) -> np.ndarray:
@@ -384,7 +395,7 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
     order = sorted(range(len(things)), key=lambda i: (-things[i].Z, things[i].order))
     dt = np.uint8 if len(things) < 255 else np.uint16          # the id channel holds index + 1
     canvas, depth, ids, emit, lights = _background(scene, cam, color, dt)
-    shadow = np.zeros((H, W), np.uint8) if color else None
+    shadows = []
     canvas = canvas if color else np.zeros((H, W), dt)
     owner = np.zeros((H, W), dt) if color else None
     full_area = np.zeros(len(things), np.int64)
@@ -428,8 +439,7 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
         if color:
             if t.cls >= 0 and t.kind not in ("traffic_light", "traffic_sign"):   # sun shadow on the ground
                 w = sw * (0.55 if t.view.startswith("side") else 0.6)
-                cv2.ellipse(shadow, (int(bx * _ONE), int(by * _ONE)), (int(w * _ONE), int(max(1.0, 0.25 * w) * _ONE)),
-                            0, 0, 360, 255, -1, cv2.LINE_8, SHIFT)
+                shadows.append((int(bx * _ONE), int(by * _ONE), int(w * _ONE), int(max(1.0, 0.25 * w) * _ONE)))
             if t.kind == "lamp" and t.p["light"] is not None:
                 c = scene.lamp_light
                 lights.append((t.X + t.p["arm"], t.p["top"], t.Z, c[0] / 255, c[1] / 255, c[2] / 255, 6.0, 0.12))
@@ -461,13 +471,12 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
 
     labels, boxes, vis = [], [], []
     dropped = 0
-    for i, t in enumerate(things):
-        if t.cls < 0 or full_area[i] == 0:
+    for i, (t, area, (x0, y0, x1, y1)) in enumerate(zip(things, full_area.tolist(), extent.tolist())):
+        if t.cls < 0 or area == 0:
             continue
-        x0, y0, x1, y1 = extent[i]
         own = (obj_id[y0:y1, x0:x1] == i + 1).view(np.uint8)
         n = cv2.countNonZero(own)
-        frac = n / full_area[i]
+        frac = n / area
         if n == 0 or frac < MIN_VISIBLE:
             dropped += 1
             continue
@@ -481,6 +490,7 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
         vis.append(frac)
     lights = np.asarray(lights, np.float32).reshape(-1, 8)
     lin = linear_albedo(albedo, scene.grain) if color else None
-    return Layers(cam, albedo, lin, emit, table, depth, ids, shadow, lights,
+    shadows = np.asarray(shadows, np.int32).reshape(-1, 4) if color else None
+    return Layers(cam, albedo, lin, emit, table, depth, ids, shadows, lights,
                   np.asarray(labels, np.float32).reshape(-1, 5), np.asarray(boxes, np.int32).reshape(-1, 4),
                   np.asarray(vis, np.float32), dropped)
