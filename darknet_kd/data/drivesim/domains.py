@@ -107,17 +107,6 @@ def _set_sky(lin, L, top, horizon, power=1.5):
     cv2.copyTo(sky, (L.ids[:hz] == SKY).view(np.uint8), lin[:hz])
 
 
-def _haze(lin, depth, V, A):
-    """Koschmieder: lin·t + A·(1 − t), t = exp(−depth/V), in place (A per channel).
-    Returns t (H, W)."""
-    t = _exp(depth, -1.0 / V)
-    A = (*(float(a) for a in A), 0.0)
-    cv2.subtract(lin, A, dst=lin)
-    cv2.multiply(lin, _c3(t), dst=lin)
-    cv2.add(lin, A, dst=lin)
-    return t
-
-
 def _emission(L, scale=1.0, windows=True):
     """Radiance image ``scale·palette[emit]`` (H, W, 3): every light seen, or the objects'
     lights only (``windows=False``)."""
@@ -165,10 +154,15 @@ def _night_light(L: Layers, ambient, ego_gain, reach):
     beam = ego_gain * np.exp(-Z / reach) * np.exp(-(X / (0.3 * Z + 1.2)) ** 2) * (Y < 1.8)
     lights = np.asarray(L.lights, np.float32).reshape(-1, 8)
     lx, ly, lz, radius, intensity = (lights[:, k, None] for k in (0, 1, 2, 6, 7))
-    d2 = (X.ravel() - lx) ** 2                                                 # (n_lights, n_px)
-    d2 += (Y.ravel() - ly) ** 2
-    d2 += (Z.ravel() - lz) ** 2
-    atten = intensity / (1.0 + d2 / radius ** 2)
+    d2 = X.ravel() - lx                                                        # (n_lights, n_px)
+    np.square(d2, out=d2)
+    t = np.subtract(Y.ravel(), ly)
+    d2 += np.square(t, out=t)
+    np.subtract(Z.ravel(), lz, out=t)
+    d2 += np.square(t, out=t)
+    d2 /= radius ** 2
+    d2 += np.float32(1.0)
+    atten = np.divide(intensity, d2, out=d2)                                   # intensity / (1 + d²/r²)
     # (3, n_px); einsum without BLAS: the same sums whatever the thread settings (byte-identical output)
     rgb = np.einsum("lc,lp->cp", lights[:, 3:6], atten)
     rgb += np.float32((0.95, 0.97, 1.0))[:, None] * beam.ravel()
@@ -200,10 +194,13 @@ def night(L: Layers, rng) -> np.ndarray:
 
 def fog(L: Layers, rng) -> np.ndarray:
     e = rng.uniform(0.65, 0.95)
-    lin = L.lin * np.float32(e)
     a = rng.uniform(0.6, 0.82)
     A = (np.array((1.03, 1.0, 0.97)) * a) ** 2 * e
-    t = _haze(lin, L.depth, rng.uniform(25.0, 70.0), A)
+    # exposure and haze: (lin·e − A)·t + A, the first step one affine cv2.transform
+    t = _exp(L.depth, -1.0 / rng.uniform(25.0, 70.0))
+    lin = cv2.transform(L.lin, np.hstack([np.eye(3) * e, -A[:, None]]).astype(np.float32))
+    cv2.multiply(lin, _c3(t), dst=lin)
+    cv2.add(lin, (*A.tolist(), 0.0), dst=lin)
     E = _object_lights(L, 0.5)
     if E is not None:                            # lights pierce the fog more than surfaces
         E += _glow(E, 2.0, 6.0, 0.8, 0.6)

@@ -398,8 +398,8 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
     shadows = []
     canvas = canvas if color else np.zeros((H, W), dt)
     owner = np.zeros((H, W), dt) if color else None
-    full_area = np.zeros(len(things), np.int64)
-    extent = np.zeros((len(things), 4), np.int64)             # clipped sprite rectangles
+    full_area = [0] * len(things)
+    extent = [(0, 0, 0, 0)] * len(things)                     # clipped sprite rectangles
     ztab = np.zeros(max(len(things) + 1, 256), np.float32)     # 256: a cv2.LUT table for 8-bit ids
     palette = {}                                              # object light radiance -> emit index
     layout = _layout(things, cam)
@@ -433,7 +433,7 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
         else:
             _paint(canvas, absolute, meta, ident, emit, owner, palette)
             if t.cls >= 0:
-                full_area[i] = np.count_nonzero(_id_channel(canvas[reg]) == ident)
+                full_area[i] = cv2.countNonZero(cv2.compare(_id_channel(canvas[reg]), ident, cv2.CMP_EQ))
         ztab[ident] = t.Z
         extent[i] = (x0, y0, x1, y1)
         if color:
@@ -471,7 +471,7 @@ def rasterize(scene: Scene, width: int, height: int, color: bool = True) -> Laye
 
     labels, boxes, vis = [], [], []
     dropped = 0
-    for i, (t, area, (x0, y0, x1, y1)) in enumerate(zip(things, full_area.tolist(), extent.tolist())):
+    for i, (t, area, (x0, y0, x1, y1)) in enumerate(zip(things, full_area, extent)):
         if t.cls < 0 or area == 0:
             continue
         own = (obj_id[y0:y1, x0:x1] == i + 1).view(np.uint8)
