@@ -75,8 +75,7 @@ def _noise(lin, rng, read, shot=0.0):
     if shot <= 0:
         cv2.scaleAdd(n, read, lin, dst=lin)
         return
-    sd = lin * np.float32(shot)
-    sd += np.float32(read * read)
+    sd = cv2.transform(lin, np.hstack([np.eye(3) * shot, np.full((3, 1), read * read)]).astype(np.float32))
     cv2.sqrt(_clamp0(sd), sd)
     cv2.multiply(sd, n, dst=sd)
     cv2.add(lin, sd, dst=lin)

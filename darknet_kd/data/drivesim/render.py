@@ -173,13 +173,14 @@ def _background(scene: Scene, cam: Camera, want_color: bool, dt=np.uint8):
     and the shop-front lights.  A building's windows are filled in
     its painter's turn, one fill per night state with the state in the canvas' fourth
     channel, so a nearer facade hides a farther building's lit windows as it hides their
-    glass; the channel is then moved out into the window layer and cleared."""
+    glass; the channel is then moved out into the emit layer and cleared."""
     W, H = cam.width, cam.height
     c = scene.colors
     hz = int(np.clip(np.ceil(cam.horizon - 0.5), 0, H))
-    ids = np.full((H, W), GROUND, np.int16)
-    ids[:hz] = SKY
-    depth = np.full((H, W), SKY_DEPTH, np.float32)
+    ids = np.empty((H, W), np.int16)
+    ids[:hz], ids[hz:] = SKY, GROUND
+    depth = np.empty((H, W), np.float32)
+    depth[:hz] = SKY_DEPTH
     rows = np.arange(hz, H, dtype=np.float32) + 0.5 - cam.horizon
     depth[hz:] = np.minimum(cam.f * cam.cam_h / np.maximum(rows, 1e-3), SKY_DEPTH)[:, None]
     albedo = None
