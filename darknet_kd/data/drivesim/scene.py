@@ -147,7 +147,11 @@ class Draws:
             return self._next()
 
     def uniform(self, lo=0.0, hi=1.0):
-        return lo + (hi - lo) * self.random()
+        try:
+            u = self._next()
+        except StopIteration:
+            u = self.random()
+        return lo + (hi - lo) * u
 
     def integers(self, lo, hi=None):
         lo, hi = (0, lo) if hi is None else (lo, hi)
@@ -185,7 +189,9 @@ def _pick(rng, seq, p=None):
 def _jitter(rng, c, k=12):
     """Colour ``c`` with every channel moved by up to ±k."""
     r, n = rng.random, 2 * k + 1
-    return tuple([min(255, max(0, a + int(r() * n) - k)) for a in c])
+    b, g, red = c[0] + int(r() * n) - k, c[1] + int(r() * n) - k, c[2] + int(r() * n) - k
+    return (0 if b < 0 else 255 if b > 255 else b, 0 if g < 0 else 255 if g > 255 else g,
+            0 if red < 0 else 255 if red > 255 else red)
 
 
 # ---------------------------------------------------------------- objects
