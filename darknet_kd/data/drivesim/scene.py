@@ -14,6 +14,7 @@ day→night translation of source images does not produce target-looking objects
 from __future__ import annotations
 
 import math
+from itertools import islice
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -139,7 +140,11 @@ class Draws:
     def random(self, size=None):
         if size is not None:
             n = math.prod(size) if isinstance(size, tuple) else int(size)
-            return np.array([self.random() for _ in range(n)]).reshape(size)
+            vals = list(islice(self._next.__self__, n))          # the rest of the block, then new ones
+            while len(vals) < n:
+                self._next = iter(self._rng.random(self._block).tolist()).__next__
+                vals += islice(self._next.__self__, n - len(vals))
+            return np.array(vals).reshape(size)
         try:
             return self._next()
         except StopIteration:
