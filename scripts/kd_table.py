@@ -13,7 +13,9 @@ loss) is made on the target *validation* split; test splits are only reported.
 A killed run resumes where it stopped (run the same command again).  Presets:
 
 * ``smoke`` — DriveSim smoke (128 px scenes), a few iterations per stage: checks the
-  plumbing in minutes; its numbers mean nothing.
+  plumbing in minutes; its numbers mean nothing.  The teacher is the student's cfg: the
+  3-head teacher diverges (NaN by iteration 25) at batch 4 with its warm-up squeezed into 7
+  iterations.
 * ``demo``  — what ``make demo`` runs (``scripts/demo.py``): DriveSim demo (128 px, 800 + 800
   scenes), every model trained and evaluated at 128×128 (``[experiment] size``; anchors scaled)
   in bf16, GAN 300 single-image iterations on 64-px crops, its projected discriminator on a
@@ -46,7 +48,7 @@ from darknet_kd.pipeline import ALL_ROWS, Experiment, Pipeline, format_markdown 
 
 PRESETS = {
     "smoke": dict(drivesim="smoke", gan_preset="cpu", gan_iters=20, teacher=30, student=12, batch=4, device="cpu",
-                  ld_teacher_iters=5),
+                  ld_teacher_iters=5, teacher_cfg="yolov4-tiny-drivesim.cfg"),
     "demo": dict(drivesim="demo", gan_preset="cpu", gan_iters=300, teacher=1000, student=600, batch=16, device="cpu",
                  ld_teacher_iters=50, size=128, bf16=True, gan_args="--iter-size 1 --crop 64 --crop-delta 16",
                  detector_iters=300,

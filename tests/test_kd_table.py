@@ -36,6 +36,7 @@ def test_other_presets_keep_their_files(tmp_path):
     for name in ("smoke", "cpu", "gpu"):
         text = kd_table.experiment_text(kd_table.PRESETS[name], 0, tmp_path, 2, ["lower"])
         assert "size =" not in text and "bf16" not in text and "args =" not in text and "detector" not in text
-        assert "yolov4-tiny-3l-teacher-drivesim.cfg" in text and "proposed_kd = auto" in text
+        teacher = "yolov4-tiny-drivesim.cfg" if name == "smoke" else "yolov4-tiny-3l-teacher-drivesim.cfg"
+        assert f"cfg = {kd_table.ROOT / 'cfg' / teacher}\nmax_batches" in text and "proposed_kd = auto" in text
         p = _pipeline(tmp_path, name, ["lower"])
         assert (p.size, p.bf16) == (0, False)
