@@ -22,9 +22,8 @@ A killed run resumes where it stopped (run the same command again).  Presets:
   source model of the student's cfg trained 300 iterations first (``[gan] detector_iters``); the teacher is the student's cfg
   trained longer (1000 iterations on source + translated + labelled night: the 3-head teacher
   learns too slowly for this budget), students 600 iterations of batch 16, rows lower, upper and
-  proposed (KD loss CrossKD, fixed: no KD row to choose among) — the whole method in 14.8
-  minutes on 2 quiet cores before the source model was added (measured, docs/results.md
-  "make demo"; the source model adds about 80 s).
+  proposed (KD loss CrossKD, fixed: no KD row to choose among) — the whole method in 15.9
+  minutes on 2 quiet cores (measured, docs/results.md "make demo").
 * ``cpu``   — DriveSim cpu (256 px, 2000 + 2000 scenes); budgeted for ≤ 2 h per seed on
   2 cores (source model for the GAN's projector and students 500 iterations of batch 16, GAN
   1500 iterations of the cpu GAN preset, teacher 600).
