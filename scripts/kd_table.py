@@ -19,9 +19,9 @@ A killed run resumes where it stopped (run the same command again).  Presets:
 * ``demo``  — what ``make demo`` runs (``scripts/demo.py``): DriveSim demo (128 px, 800 + 800
   scenes), every model trained and evaluated at 128×128 (``[experiment] size``; anchors scaled)
   in bf16, GAN 300 single-image iterations on 64-px crops, its projected discriminator on a
-  source model of the student's cfg trained 300 iterations first (``[gan] detector_iters``); the teacher is the student's cfg
-  trained longer (1000 iterations on source + translated + labelled night: the 3-head teacher
-  learns too slowly for this budget), students 600 iterations of batch 16, rows lower, upper and
+  source model of the student's cfg trained 300 iterations first (``[gan] detector_iters``);
+  the teacher is the student's cfg trained longer (1000 iterations on source + translated +
+  labelled night: the 3-head teacher learns too slowly for this budget), students 600 iterations of batch 16, rows lower, upper and
   proposed (KD loss CrossKD, fixed: no KD row to choose among) — the whole method in 15.9
   minutes on 2 quiet cores (measured, docs/results.md "make demo").
 * ``cpu``   — DriveSim cpu (256 px, 2000 + 2000 scenes); budgeted for ≤ 2 h per seed on

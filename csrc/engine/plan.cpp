@@ -79,21 +79,25 @@ int Plan::concat_slot(int producer) {
     int& whole = concat_tensor_[sl.route];
     const Shape& o = out_shapes_[sl.route];
     if (whole < 0) whole = add_tensor(md_t({batch, o.c, o.h, o.w}, dt::f32, tag::nhwc));
-    const int64_t c = out_shapes_[producer].c;
-    sl.view = add_view(whole, desc(whole).submemory_desc({batch, c, o.h, o.w}, {0, sl.offset, 0, 0}));
+    sl.view = concat_slice(sl.route, sl.offset, out_shapes_[producer].c);
     return sl.view;
+}
+
+int Plan::concat_slice(int route, int64_t offset, int64_t channels) {
+    const int whole = concat_tensor_[route];
+    const Shape& o = out_shapes_[route];
+    return add_view(whole, desc(whole).submemory_desc({batch, channels, o.h, o.w}, {0, offset, 0, 0}));
 }
 
 int Plan::concat_output(int layer, const std::vector<int>& srcs) {
     const int whole = concat_tensor_[layer];
     if (whole < 0) return -1;
-    const Shape& o = out_shapes_[layer];
     int64_t at = 0;
     for (int s : srcs) {
         const int64_t c = out_shapes_[s].c;
         const Slot& sl = slots_[s];
         if (!(sl.route == layer && sl.offset == at && sl.view >= 0 && outputs_[s] == sl.view)) {  // copy it into its slice
-            int view = add_view(whole, desc(whole).submemory_desc({batch, c, o.h, o.w}, {0, at, 0, 0}));
+            int view = concat_slice(layer, at, c);
             dnnl::reorder::primitive_desc pd(eng, desc(outputs_[s]), eng, desc(view), attr());
             add(dnnl::reorder(pd), pd.scratchpad_desc(), {{DNNL_ARG_FROM, outputs_[s]}, {DNNL_ARG_TO, view}});
         }

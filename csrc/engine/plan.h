@@ -53,7 +53,7 @@ public:
     // that layer `producer` may write its output into instead of a tensor of its own, or -1
     // when its output is not the first use of it in a plain concat (or the plan is not fp32).
     // The concat's tensor is made at the first such request; the route copies the sources that
-    // did not write in place (concat_input / concat_output).
+    // did not write in place (concat_output).
     int concat_slot(int producer);
     // For the [route] `layer`: its output tensor when some source wrote in place, else -1
     // (then the route runs a oneDNN concat); copies the other sources into their slices.
@@ -111,6 +111,8 @@ private:
         int64_t offset = 0;  // first channel of the producer in the route's output
         int view = -1;       // the slice, once the producer asked for it
     };
+    // A view of channels [offset, offset + channels) of the [route] `route`'s output tensor.
+    int concat_slice(int route, int64_t offset, int64_t channels);
     std::vector<Slot> slots_;              // per producer layer
     std::vector<int> concat_tensor_;       // per route layer: its output tensor, once made
     std::vector<Shape> out_shapes_;        // per layer

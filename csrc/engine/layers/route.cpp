@@ -39,12 +39,10 @@ public:
             p.set_output(index, p.output(srcs[0]));
             return;
         }
-        if (groups == 1) {  // sources that wrote into their slice (Plan::concat_slot): copy the rest
-            int whole = p.concat_output(index, srcs);
-            if (whole >= 0) {
-                p.set_output(index, whole);
-                return;
-            }
+        // A plain concat whose sources wrote into their slice (Plan::concat_slot): copy the rest.
+        if (int whole = p.concat_output(index, srcs); whole >= 0) {
+            p.set_output(index, whole);
+            return;
         }
         std::vector<md_t> mds;
         std::vector<int> tids;

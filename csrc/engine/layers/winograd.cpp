@@ -25,9 +25,6 @@ namespace engine {
 namespace {
 
 constexpr int64_t kMinTiles = 40;  // below this the matmul is too thin to beat oneDNN's direct kernel
-// F(2x2) where F(4x4) has too few tiles (small maps at batch 1, e.g. 13x13: 16 tiles of 4x4
-// but 49 of 2x2); its 2.25x fewer multiplications than direct still pay there (measured:
-// `dkd bench --profile` on yolov4-tiny 416, docs/results.md).
 // Layers whose transformed filters fit this many bytes run tile block by tile block, each
 // thread taking a block through input transform, matmul and output transform while it is
 // in its L2 cache; larger filters run as three whole-layer passes (the filters read once).
@@ -65,6 +62,9 @@ int winograd_tile(const Plan& p, const Layer& l, const ConvSpec& c) {
     if (mode == "0") return 0;
     if (mode == "1") return 4;
     if (mode == "2") return 2;
+    // F(2x2) where F(4x4) has too few tiles (small maps at batch 1, e.g. 13x13: 16 tiles of 4x4
+    // but 49 of 2x2); its 2.25x fewer multiplications than direct still pay there (measured:
+    // `dkd bench --profile` on yolov4-tiny 416, docs/results.md).
     auto tiles = [&](int64_t m) { return p.batch * ceil_div(l.out.h, m) * ceil_div(l.out.w, m); };
     return tiles(4) >= kMinTiles ? 4 : tiles(2) >= kMinTiles ? 2 : 0;
 }
