@@ -4,7 +4,7 @@ day → night, over seeds; plus the audit of the objects LPL recovers that HPL m
 
     .venv/bin/python scripts/sfod_table.py --preset cpu --seeds 3 [--first-seed 1] [--targets fog,night]
         [--out runs/sfod] [--cfg cfg/yolov4-tiny-drivesim.cfg] [--source-iterations N]
-        [--adapt-epochs 10] [--adapt-lr LR] [--json docs/sfod.json] [--md docs/sfod.md]
+        [--adapt-epochs 10] [--adapt-lr LR] [--ignore-score S] [--json docs/sfod.json] [--md docs/sfod.md]
 
 Per seed s: ``darknet-kd drivesim`` (seed s, both targets); ``darknet-kd train source.data``
 (the source model); per target D: ``darknet-kd adapt D-sfod.data --method mt|lpld`` from the
@@ -81,6 +81,8 @@ def adapt(data, cfg, source, backup: Path, seed, method, args, extra=()):
                "--seed", seed, "--epochs", args.adapt_epochs, "--quiet", "--map-every", 10 ** 9, *extra]
         if args.adapt_lr:
             cmd += ["--learning-rate", args.adapt_lr]
+        if args.ignore_score is not None:
+            cmd += ["--ignore-score", args.ignore_score]
         if (backup / f"{cfg.stem}_last.ckpt").exists():
             cmd.append("--resume")
         sh(cmd)
@@ -134,6 +136,8 @@ def main():
     p.add_argument("--batch", type=int, help="override [net] batch of every run")
     p.add_argument("--adapt-epochs", type=float, default=10.0, help="adaptation epochs (published: 10)")
     p.add_argument("--adapt-lr", type=float, help="constant adaptation learning rate (default: the cfg's)")
+    p.add_argument("--ignore-score", type=float, help="the adaptations' YOLO ignore band (darknet-kd adapt "
+                   "--ignore-score); their run folders get the suffix -ignoreS")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU for every run")
@@ -152,6 +156,7 @@ def main():
         cfg = sized_cfg(cfg, 128, out, scale_anchors=True, name=f"{cfg.stem}-128.cfg")
     extra = [*(["--batch", args.batch] if args.batch else []), *(["--bf16"] if args.bf16 else []),
              "--workers", args.workers]
+    suffix = f"-ignore{args.ignore_score:g}" if args.ignore_score is not None else ""
     t0 = time.time()
     rows: dict = {m: {t: [] for t in targets} for m in methods}
     audits: dict = {t: [] for t in targets}
@@ -170,9 +175,9 @@ def main():
             for m in ("mt", "lpld"):
                 if m in methods:
                     t = time.time()
-                    w = adapt(ds / f"{d}-sfod.data", cfg, source, run / f"{d}-{m}", seed, m, args, extra)
+                    w = adapt(ds / f"{d}-sfod.data", cfg, source, run / f"{d}-{m}{suffix}", seed, m, args, extra)
                     timings.setdefault(f"{m}_adapt_s", []).append(round(time.time() - t))
-                    rows[m][d].append(evaluate(test, cfg, w, run / f"{d}-{m}" / f"map-{d}.json"))
+                    rows[m][d].append(evaluate(test, cfg, w, run / f"{d}-{m}{suffix}" / f"map-{d}.json"))
             if "oracle" in methods:
                 t = time.time()
                 w = train(ds / f"{d}-target.data", cfg, run / f"{d}-oracle", seed, args.source_iterations, extra)
@@ -180,8 +185,8 @@ def main():
                 rows["oracle"][d].append(evaluate(test, cfg, w, run / f"{d}-oracle" / f"map-{d}.json"))
             entry = {"seed": seed, "source_teacher": audit(ds, d, cfg, source, run / "source" / f"audit-{d}.json")}
             if "lpld" in methods:
-                entry["lpld_final_teacher"] = audit(ds, d, cfg, run / f"{d}-lpld" / f"{cfg.stem}_final.weights",
-                                                    run / f"{d}-lpld" / f"audit-{d}.json")
+                entry["lpld_final_teacher"] = audit(ds, d, cfg, run / f"{d}-lpld{suffix}" / f"{cfg.stem}_final.weights",
+                                                    run / f"{d}-lpld{suffix}" / f"audit-{d}.json")
             audits[d].append(entry)
 
     command = "python scripts/sfod_table.py " + " ".join(map(shlex.quote, sys.argv[1:]))
@@ -215,7 +220,8 @@ def main():
     print("\n" + md)
     table = {"command": command, "preset": args.preset, "cfg": Path(args.cfg).name, "targets": targets,
              "seeds": list(seeds), "source_iterations": args.source_iterations, "adapt_epochs": args.adapt_epochs,
-             "adapt_lr": args.adapt_lr, "batch": args.batch, "minutes": minutes, "timings_s": timings,
+             "adapt_lr": args.adapt_lr, "ignore_score": args.ignore_score, "batch": args.batch, "minutes": minutes,
+             "timings_s": timings,
              "map": rows, "audit": audits}
     atomic_write(Path(args.json) if args.json else out / "sfod.json", json.dumps(table, indent=1) + "\n")
     atomic_write(Path(args.md) if args.md else out / "sfod.md", md)

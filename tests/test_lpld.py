@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from darknet_kd.data.darknet import DataConfig, read_data_file, write_data_file
 from darknet_kd.data.dataset import AugmentOptions, TrainDataset
 from darknet_kd.data.strong_aug import ERASINGS, PairDataset, StrongAugment, erase_box
-from darknet_kd.errors import CheckpointError, DataError
+from darknet_kd.errors import CheckpointError, DarknetKDError, DataError
 from darknet_kd.eval.evaluate import evaluate
 from darknet_kd.loss.lpld import (LpldOptions, cell_log_probs, default_feature_layer, feature_weight, flatten_heads,
                                   lpld_kl, mine_hpl, mine_lpl, roi_mean_pool)
@@ -246,6 +246,29 @@ def test_cell_log_probs_follow_the_decoded_row_order(tiny_model):
     assert default_feature_layer(tiny_model) == 5  # conv(32) feeding the output conv of the [yolo] at 7
 
 
+def test_ignore_band_masks_the_slots_the_teacher_scores_in_the_band(tiny_model):
+    """ignore_band: per [yolo] layer, the (B, A, H, W) slots whose decoded score obj · max
+    class prob is >= the threshold, in the decoded rows' order; None when off."""
+    from darknet_kd.train.adapt import ignore_band
+
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        heads = tiny_model(x, raw=True)
+        dec = tiny_model(x)
+    assert ignore_band(tiny_model, heads, dec, None) is None
+    score = dec[..., 4] * dec[..., 5:].max(-1).values
+    thr = float(score.median())
+    masks = ignore_band(tiny_model, heads, dec, thr)
+    assert [tuple(m.shape) for m in masks] == [(2, len(y.mask), h.shape[2], h.shape[3])
+                                               for y, h in zip(tiny_model.yolo_layers, heads)]
+    flat = torch.cat([m.flatten(1) for m in masks], 1)
+    assert torch.equal(flat, score >= thr) and 0 < int(flat.sum()) < flat.numel()
+    # slot (b, a, j, i) of layer 0 is row a·H·W + j·W + i of the decoded rows
+    y, h = tiny_model.yolo_layers[0], heads[0]
+    b, a, j, i = 1, len(y.mask) - 1, h.shape[2] - 1, 0
+    assert bool(masks[0][b, a, j, i]) == bool(score[b, (a * h.shape[2] + j) * h.shape[3] + i] >= thr)
+
+
 # ------------------------------------------------------------------ the trainer
 
 def _unlabelled_target(root: Path, n=8, seed=0, alpha=1.0, haze=170.0, valid_n=0):
@@ -329,6 +352,28 @@ def test_teacher_ema_once_per_epoch_or_every_iteration(tmp_path):
     assert torch.allclose(p_t, 0.999 * t0 + 0.001 * p_s.detach(), atol=1e-6)
     # the teacher is never trained by the optimiser
     assert not any(p.requires_grad for p in it.teacher.model.parameters())
+
+
+def test_ignore_score_drops_background_terms_in_the_adaptation_loss(tmp_path):
+    """A random teacher has no HPL (scores ≈ 0.25 < 0.7): without the band every slot is
+    background; with --ignore-score below every score no slot is, so the obj loss vanishes."""
+    data = _unlabelled_target(tmp_path / "t", n=4)
+    cfg = tiny_cfg(tmp_path)
+    w = _random_weights(tmp_path, cfg)
+    torch.manual_seed(0)
+    images = torch.rand(2, 6, 96, 96)
+    parts = {}
+    for score in (None, 1e-6):
+        tr = AdaptTrainer(data, cfg, w, _topts(), AdaptOptions(method="mt", ignore_score=score))
+        tr.model.train()
+        _, parts[score] = tr.compute_loss(images, torch.zeros(0, 6), None)
+        assert tr.stats["hpl"] == 0
+    assert float(parts[None]["obj"]) > 0 and float(parts[1e-6]["obj"]) == 0
+    with torch.no_grad():
+        rows = tr.teacher.model(images[:, :3]).shape[1]
+    assert tr.stats["ignored"] == 2 * rows  # every slot of both images
+    with pytest.raises(DarknetKDError, match="--ignore-score"):
+        AdaptOptions(ignore_score=1.5).check()
 
 
 def test_lpld_term_is_the_weighted_mean_kl_of_the_mined_cells(tmp_path):

@@ -481,6 +481,37 @@ def test_ignore_thresh(tmp_path):
     assert g[0, 4, 4] == pytest.approx(0.5)
 
 
+def test_extra_ignore_drops_only_background_terms(tmp_path):
+    """The ignore mask (the adaptation's ignore band) zeroes the no-object gradient of the
+    masked slots; a masked slot that holds a truth keeps its positive terms; the rest and
+    the loss's other parts are unchanged."""
+    truth = [[(0.5625, 0.5625, 16 / 64, 16 / 64, 0)]]      # head 0, cell (4, 4), anchor 1
+    model = make_model(tmp_path, "ignore_thresh=1.0", head2=False)
+    y = model.yolo_layers[0]
+
+    def grads(ignore):
+        h = torch.zeros(head_shapes(model, 1)[0], requires_grad=True)
+        loss, parts = YoloLoss([y])([h], targets_of(truth), (NET, NET), ignore=ignore)
+        loss.backward()
+        return h.grad.view(1, 3, 8, 8, 8)[0], parts
+
+    g0, p0 = grads(None)
+    mask = torch.zeros(1, 3, 8, 8, dtype=torch.bool)
+    mask[0, 0, 2, 3] = mask[0, 2, 7, 7] = mask[0, 1, 4, 4] = True  # two background slots, the positive
+    g1, p1 = grads([mask])
+    assert g0[0, 4, 2, 3] == pytest.approx(0.5) and g1[0, 4, 2, 3] == 0
+    assert g0[2, 4, 7, 7] == pytest.approx(0.5) and g1[2, 4, 7, 7] == 0
+    assert torch.equal(g1[1, :, 4, 4], g0[1, :, 4, 4]) and g1[1, 4, 4, 4] < 0   # the positive stays
+    keep = ~mask[0].unsqueeze(1).expand(3, 8, 8, 8).clone()
+    keep[1, :, 4, 4] = True
+    assert torch.equal(g1[keep], g0[keep])
+    assert float(p1["box"]) == float(p0["box"]) and float(p1["cls"]) == float(p0["cls"])
+    assert float(p1["obj"]) < float(p0["obj"])
+    with pytest.raises(DarknetKDError, match="ignore must hold"):
+        YoloLoss([y])([torch.zeros(head_shapes(model, 1)[0])], targets_of(truth), (NET, NET),
+                      ignore=[torch.zeros(1, 3, 4, 4, dtype=torch.bool)])
+
+
 @pytest.mark.parametrize("kind", ["mse", "iou", "giou", "diou", "ciou"])
 @pytest.mark.parametrize("new_coords", [0, 1])
 def test_gradients_finite(tmp_path, kind, new_coords):

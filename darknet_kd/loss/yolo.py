@@ -203,6 +203,8 @@ class YoloLoss:
     (anchors are in its pixels; default: the cfg's).  ``loss`` is summed over the images (see
     the module docstring for the scale); ``parts`` holds detached scalars: box, obj, cls,
     total, count (positive truth/anchor pairs) and iou (their mean IoU, Darknet's "Avg IOU").
+    ``ignore`` (optional): one (B, A, H, W) bool mask per [yolo] layer of slots whose
+    no-object term is dropped as ignore_thresh drops it (the adaptation's ignore band).
     """
 
     def __init__(self, model):
@@ -211,7 +213,7 @@ class YoloLoss:
             raise DarknetKDError("YoloLoss needs a model with at least one [yolo] layer")
         self.classes = self.layers[0].classes
 
-    def __call__(self, heads, targets: torch.Tensor, net_hw: tuple[int, int] | None = None):
+    def __call__(self, heads, targets: torch.Tensor, net_hw: tuple[int, int] | None = None, ignore=None):
         if len(heads) != len(self.layers):
             raise DarknetKDError(f"got {len(heads)} head tensors for {len(self.layers)} [yolo] layers")
         batch = heads[0].shape[0]
@@ -221,8 +223,13 @@ class YoloLoss:
             net_hw = (self.layers[0].net_h, self.layers[0].net_w)
         parts = {k: torch.zeros((), device=device) for k in ("box", "obj", "cls", "count", "iou_sum")}
         total = torch.zeros((), device=device)
-        for layer, head in zip(self.layers, heads):
-            loss, p = _layer_loss(layer, head, targets, net_hw)
+        if ignore is None:
+            ignore = [None] * len(heads)
+        elif len(ignore) != len(heads) or any(m.numel() != h[:, :1].numel() * len(l.mask)
+                                                for m, h, l in zip(ignore, heads, self.layers)):
+            raise DarknetKDError("ignore must hold one (B, A, H, W) bool mask per [yolo] layer")
+        for layer, head, ign in zip(self.layers, heads, ignore):
+            loss, p = _layer_loss(layer, head, targets, net_hw, ign)
             total = total + loss
             for k in parts:
                 parts[k] = parts[k] + p[k]
@@ -249,8 +256,10 @@ class YoloLoss:
         return targets
 
 
-def _layer_loss(layer, head: torch.Tensor, targets: torch.Tensor, net_hw):
-    """One [yolo] layer: (loss, parts) with parts box/obj/cls/count/iou_sum."""
+def _layer_loss(layer, head: torch.Tensor, targets: torch.Tensor, net_hw, extra_ignore=None):
+    """One [yolo] layer: (loss, parts) with parts box/obj/cls/count/iou_sum.  ``extra_ignore``
+    (B, A, H, W) bool: slots whose background (no-object) term is dropped, like ignore_thresh's;
+    a slot that a truth is assigned to still gets its positive terms."""
     net_h, net_w = net_hw
     nb, _, H, W = head.shape
     A, C = len(layer.mask), layer.classes
@@ -303,6 +312,8 @@ def _layer_loss(layer, head: torch.Tensor, targets: torch.Tensor, net_hw):
         obj_t = torch.where(raise_to, match, obj_t)
     else:
         obj_w = torch.where(ignore, torch.zeros_like(obj_w), obj_w)
+    if extra_ignore is not None:
+        obj_w = torch.where(extra_ignore.reshape(-1).to(dev), torch.zeros_like(obj_w), obj_w)
     tt = best_iou > layer.truth_thresh
     obj_t = torch.where(tt, best_iou ** 2 if layer.objectness_smooth else torch.ones_like(obj_t), obj_t)
     obj_w = torch.where(tt, torch.full_like(obj_w, layer.obj_normalizer), obj_w)

@@ -19,6 +19,13 @@ Both methods are a mean teacher (LPLD's recipe, its code tools/train_main.py):
   targets for the ordinary [yolo] loss;
 * ``lpld``: plus the low-confidence pseudo-label distillation (:mod:`darknet_kd.loss.lpld`).
 
+``--ignore-score S`` (off by default, not in the published recipe) is a YOLO-specific
+guard: the student's [yolo] loss drops the no-object term at every anchor slot where the
+teacher's score (objectness · max class prob, on the weak view) is ≥ S, as Darknet's
+ignore_thresh does near truths.  Faster R-CNN samples its background RoIs; a YOLO loss
+trains *every* slot without an HPL as background, so objects below the HPL threshold are
+taught as background and objectness collapses (docs/results.md, the source-free section).
+
 Optimisation as published: SGD with constant learning rate (``--learning-rate``, default the
 cfg's; Darknet's update rule and momentum/decay of the cfg), ``--epochs`` 10 over the target
 list.  The saved/evaluated model is the teacher (``--export student`` for the student).
@@ -55,6 +62,7 @@ class AdaptOptions:
     ema_every: str = "epoch"             # "epoch" (published) or "iter"
     ema_keep: float | None = None        # None: 0.75 per epoch, 0.999 per iteration
     feature_layer: int | None = None     # None: default_feature_layer(model)
+    ignore_score: float | None = None    # ignore band: no background term where the teacher scores >= this
     export: str = "teacher"              # which model is saved and evaluated
     allow_train_labels: bool = False
     lpld: LpldOptions = field(default_factory=LpldOptions)
@@ -75,6 +83,8 @@ class AdaptOptions:
             raise DarknetKDError(f"--export must be 'teacher' or 'student', not {self.export!r}")
         if self.epochs <= 0:
             raise DarknetKDError(f"--epochs must be positive, got {self.epochs}")
+        if self.ignore_score is not None and not 0.0 < self.ignore_score <= 1.0:
+            raise DarknetKDError(f"--ignore-score must be in (0, 1], got {self.ignore_score}")
         self.lpld.check()
         return self
 
@@ -159,8 +169,11 @@ class AdaptTrainer(Trainer):
             s_out = self.train_model(strong, keep=keep)
         s_heads, s_feats = s_out if lpld else (s_out, None)
         s_heads = [h.float() for h in s_heads]
-        loss, parts = self.criterion(s_heads, hpl_t, net_hw)
+        ignore = ignore_band(teacher, t_heads, decoded, self.adapt.ignore_score)
+        loss, parts = self.criterion(s_heads, hpl_t, net_hw, ignore=ignore)
         self.stats["images"] += weak.shape[0]
+        if ignore is not None:
+            self.stats["ignored"] = self.stats.get("ignored", 0) + int(sum(int(m.sum()) for m in ignore))
         self.stats["hpl"] += len(hpl_t)
         if lpld:
             kd = self.lpld_loss(s_heads, s_feats[self.feature_layer], decoded, t_feats[self.feature_layer], hpl)
@@ -225,6 +238,25 @@ class AdaptTrainer(Trainer):
         if self.rank == 0:
             atomic_write(self.backup / f"{self.stem}_summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
+
+
+def ignore_band(model, heads, decoded: torch.Tensor, score: float | None):
+    """The ignore band of a batch: per [yolo] layer of ``model`` (raw ``heads`` (B, A·(5+C),
+    H, W)) a (B, A, H, W) bool mask of the slots whose teacher score obj · max class prob
+    (``decoded`` rows (B, N, 5+C), the layers' slots in order) is ≥ ``score``; None when
+    ``score`` is None."""
+    if score is None:
+        return None
+    s = decoded[..., 4] * decoded[..., 5:].max(-1).values
+    masks, start = [], 0
+    for layer, h in zip(model.yolo_layers, heads):
+        shape = (s.shape[0], len(layer.mask), h.shape[-2], h.shape[-1])
+        n = shape[1] * shape[2] * shape[3]
+        masks.append((s[:, start:start + n] >= score).view(shape))
+        start += n
+    if start != s.shape[1]:
+        raise DarknetKDError(f"ignore_band: {s.shape[1]} decoded rows for {start} [yolo] slots")
+    return masks
 
 
 # ---------------------------------------------------------------------------------- audit
@@ -304,6 +336,8 @@ def add_parser(sub):
                    help="LPLD per image: mean over its LPL (published) or sum")
     p.add_argument("--feature-layer", type=int, help="layer whose output LPLD pools (default: the input of the "
                    "finest [yolo] layer's output convolution)")
+    p.add_argument("--ignore-score", type=float, help="YOLO ignore band (off by default): no background "
+                   "objectness loss where the teacher's score obj*class is >= this")
     p.add_argument("--export", choices=("teacher", "student"), default="teacher",
                    help="the model saved as .weights and evaluated (default teacher)")
     p.add_argument("--allow-train-labels", action="store_true",
@@ -317,6 +351,7 @@ def adapt_options_from_args(args) -> AdaptOptions:
     lp = LpldOptions(hpl_thresh=args.hpl_thresh, top_k=args.top_k, weight=args.lpld_weight, norm=args.lpld_norm)
     return AdaptOptions(method=args.method, epochs=args.epochs, learning_rate=args.learning_rate,
                         ema_every=args.ema_every, ema_keep=args.ema_keep, feature_layer=args.feature_layer,
+                        ignore_score=args.ignore_score,
                         export=args.export, allow_train_labels=args.allow_train_labels, lpld=lp)
 
 
