@@ -466,9 +466,13 @@ def test_audit_counts_objects_recovered_by_lpl_only(tmp_path, monkeypatch, tiny_
     truths = [np.array([[0, 0.25, 0.25, 0.2, 0.2], [1, 0.7, 0.3, 0.2, 0.2], [0, 0.5, 0.75, 0.2, 0.2]], np.float32)]
     A, Bx, C = [0.25, 0.25, 0.2, 0.2], [0.7, 0.3, 0.2, 0.2], [0.5, 0.75, 0.2, 0.2]
     fake = {"hpl": (torch.tensor([A, Bx]), torch.tensor([0, 0])),                   # A hit; B: wrong class
-            "lpl": (torch.tensor([Bx, C, [0.9, 0.9, 0.1, 0.1], A]), torch.tensor([1, 1, 0, 0]))}
+            "lpl": (torch.tensor([Bx, C, [0.9, 0.9, 0.1, 0.1], A]), torch.tensor([1, 1, 0, 0])),
+            # slots: A at 0.5, B at 0.05, C shifted off (IoU < 0.5) at 0.9, a far box at 0.9
+            "rows": (torch.tensor([A, Bx, [0.5, 0.95, 0.2, 0.2], [0.9, 0.9, 0.1, 0.1]]),
+                     torch.tensor([0.5, 0.05, 0.9, 0.9]))}
     monkeypatch.setattr(lpld_mod, "teacher_pseudo_labels", lambda model, x, opts: [fake] * x.shape[0])
     r = audit_pseudo_labels(tiny_model, [img], truths, progress=False)
     assert (r["truths"], r["hpl"], r["hpl_hits"], r["truths_hpl"]) == (3, 2, 1, 1)
     assert (r["lpl"], r["lpl_hits"], r["recovered"]) == (4, 2, 1)
     assert r["recovered_share"] == 0.5 and r["hpl_recall"] == pytest.approx(1 / 3)
+    assert r["seen"] == {"0.01": pytest.approx(2 / 3), "0.1": pytest.approx(1 / 3)}

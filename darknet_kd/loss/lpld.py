@@ -270,11 +270,14 @@ def teacher_pseudo_labels(model, images: torch.Tensor, opts: LpldOptions = LpldO
     """HPL and LPL of a batch of images (B, 3, H, W) for a model in eval mode: per image a
     dict of ``hpl`` (boxes (n, 4) xywh relative to the input, classes (n,)) and ``lpl``
     (boxes, argmax classes of the teacher's foreground distribution) -- what one
-    adaptation step mines, without augmentation (the pseudo-label audit)."""
+    adaptation step mines, without augmentation (the pseudo-label audit); and ``rows``: every
+    pre-NMS slot's box and score obj · max class prob (what the teacher sees at all)."""
     decoded = model(images)
     hpl = mine_hpl(model, decoded, opts.hpl_thresh)
+    score = decoded[..., 4] * decoded[..., 5:].max(-1).values
     out = []
     for b, (boxes, cls) in enumerate(hpl):
         idx = mine_lpl(decoded[b], boxes, opts).index
-        out.append({"hpl": (boxes, cls), "lpl": (decoded[b, idx, :4], decoded[b, idx, 5:].argmax(-1))})
+        out.append({"hpl": (boxes, cls), "lpl": (decoded[b, idx, :4], decoded[b, idx, 5:].argmax(-1)),
+                    "rows": (decoded[b, :, :4], score[b])})
     return out

@@ -261,6 +261,9 @@ def ignore_band(model, heads, decoded: torch.Tensor, score: float | None):
 
 # ---------------------------------------------------------------------------------- audit
 
+SEEN_SCORES = (0.01, 0.1)
+
+
 def audit_pseudo_labels(model, images, truths, opts: LpldOptions | None = None, iou: float = 0.5,
                         batch_size: int = 8, workers: int = 0, device=None, progress: bool = True) -> dict:
     """What a teacher's pseudo-labels hold, against labels the adaptation never sees (DriveSim's
@@ -271,7 +274,9 @@ def audit_pseudo_labels(model, images, truths, opts: LpldOptions | None = None, 
     Returns counts and ratios: ``truths``; ``hpl``, ``hpl_precision``, ``hpl_recall``;
     ``lpl``, ``lpl_precision``; ``recovered`` = truths that no HPL hits but an LPL does (the
     objects LPLD distils that the detection loss treats as background) and
-    ``recovered_share`` = recovered / truths missed by HPL."""
+    ``recovered_share`` = recovered / truths missed by HPL; ``seen`` {score: share of the truths
+    that some pre-NMS slot with score obj · max prob ≥ score covers at IoU ≥ ``iou``, any
+    class} -- the most any pseudo-labelling (or an ignore band at that score) can reach."""
     from ..data.dataset import EvalDataset, to_original_boxes
     from ..box import pairwise_iou
     from ..loss.lpld import teacher_pseudo_labels
@@ -282,6 +287,7 @@ def audit_pseudo_labels(model, images, truths, opts: LpldOptions | None = None, 
     ds = EvalDataset(images, model.num_classes, net.width, net.height, bool(net.letter_box), labels=truths)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate, num_workers=workers)
     c = dict.fromkeys(("images", "truths", "hpl", "hpl_hits", "truths_hpl", "lpl", "lpl_hits", "recovered"), 0)
+    seen = dict.fromkeys(SEEN_SCORES, 0)
     was_training = model.training
     model.eval()
     try:
@@ -296,6 +302,11 @@ def audit_pseudo_labels(model, images, truths, opts: LpldOptions | None = None, 
                     m = (pairwise_iou(t[:, 1:], boxes) >= iou) & (t[:, :1].long() == cls.cpu()[None, :])
                     return m.any(1), m.any(0)
 
+                boxes, score = r["rows"]
+                covered = pairwise_iou(t[:, 1:], to_original_boxes(boxes.float().cpu(), ow, oh, net_w, net_h,
+                                                                    bool(net.letter_box))) >= iou
+                for s in SEEN_SCORES:
+                    seen[s] += int((covered & (score.cpu() >= s)[None, :]).any(1).sum())
                 t_hpl, p_hpl = hits(*r["hpl"])
                 t_lpl, p_lpl = hits(*r["lpl"])
                 c["images"] += 1
@@ -311,7 +322,8 @@ def audit_pseudo_labels(model, images, truths, opts: LpldOptions | None = None, 
     ratio = lambda a, b: a / b if b else 0.0
     c.update(hpl_precision=ratio(c["hpl_hits"], c["hpl"]), hpl_recall=ratio(c["truths_hpl"], c["truths"]),
              lpl_precision=ratio(c["lpl_hits"], c["lpl"]),
-             recovered_share=ratio(c["recovered"], c["truths"] - c["truths_hpl"]))
+             recovered_share=ratio(c["recovered"], c["truths"] - c["truths_hpl"]),
+             seen={str(s): ratio(n, c["truths"]) for s, n in seen.items()})
     return c
 
 
