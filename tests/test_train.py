@@ -131,13 +131,13 @@ def _free_port():
 DDP_SCRIPT = r"""
 import os, sys, hashlib, torch
 sys.path.insert(0, sys.argv[4])
-from darknet_kd.train.trainer import Trainer, TrainOptions
+from darknet_kd.train.trainer import Trainer, TrainOptions, shutdown_distributed
 t = Trainer(sys.argv[1], sys.argv[2], None, TrainOptions(workers=0, progress=False, max_batches=4,
             backup=sys.argv[3], save_every=100, deterministic=True, threads=1))
 t.run()
 h = hashlib.sha256(b"".join(v.detach().numpy().tobytes() for v in t.model.state_dict().values())).hexdigest()
 open(os.path.join(sys.argv[3], f"rank{os.environ['RANK']}.sha"), "w").write(h)
-torch.distributed.destroy_process_group()
+shutdown_distributed()
 """
 
 

@@ -49,7 +49,7 @@ from ..errors import DataError, DarknetKDError
 from ..fileio import atomic_write
 from ..loss.lpld import (LpldOptions, cell_log_probs, check_feature_layer, decode_heads, default_feature_layer,
                          feature_weight, hpl_targets, lpld_kl, mine_hpl, mine_lpl, roi_mean_pool)
-from .trainer import ModelEMA, Trainer, TrainOptions, add_train_arguments, options_from_args
+from .trainer import ModelEMA, Trainer, TrainOptions, add_train_arguments, options_from_args, shutdown_distributed
 
 METHODS = ("mt", "lpld")
 
@@ -371,4 +371,5 @@ def run_command(args):
     summary = AdaptTrainer(args.data, args.cfg, args.weights, options_from_args(args),
                            adapt_options_from_args(args)).run()
     print(json.dumps(summary, indent=2))
+    shutdown_distributed()
     return 0

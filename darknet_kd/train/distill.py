@@ -36,7 +36,7 @@ from tqdm import tqdm
 from ..errors import CheckpointError, DarknetKDError
 from ..model import Darknet
 from ..model.layers import Yolo
-from .trainer import Trainer, TrainOptions, add_train_arguments, options_from_args
+from .trainer import Trainer, TrainOptions, add_train_arguments, options_from_args, shutdown_distributed
 
 KD_METHODS = ("none", "fitnet", "fgd", "ld", "crosskd")
 
@@ -317,4 +317,5 @@ def run_command(args):
                   teacher_layers=_ints(args.teacher_layers) if args.teacher_layers else None,
                   reg_max=args.reg_max, ld_teacher_iters=args.ld_teacher_iters)
     print(json.dumps(d.run(), indent=2))
+    shutdown_distributed()
     return 0

@@ -360,7 +360,17 @@ class Trainer:
                    "weights": str(self.backup / f"{self.stem}_final.weights")}
         if self.rank == 0:
             atomic_write(self.backup / f"{self.stem}_summary.json", json.dumps(summary, indent=2) + "\n")
+        if self.world > 1:  # no rank leaves (and tears its process group down) while another still works
+            torch.distributed.barrier()
         return summary
+
+
+def shutdown_distributed():
+    """End a torchrun run cleanly: every rank meets at a barrier, then drops its process group
+    (a rank tearing gloo down while its peer still talks to it can abort the peer)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def add_train_arguments(p):
@@ -407,4 +417,5 @@ def add_parser(sub):
 def run_command(args):
     summary = Trainer(args.data, args.cfg, args.weights, options_from_args(args)).run()
     print(json.dumps(summary, indent=2))
+    shutdown_distributed()
     return 0
