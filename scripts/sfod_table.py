@@ -4,7 +4,7 @@ day → night, over seeds; plus the audit of the objects LPL recovers that HPL m
 
     .venv/bin/python scripts/sfod_table.py --preset cpu --seeds 3 [--first-seed 1] [--targets fog,night]
         [--out runs/sfod] [--cfg cfg/yolov4-tiny-drivesim.cfg] [--source-iterations N]
-        [--adapt-epochs 10] [--adapt-lr LR] [--ignore-score S] [--json docs/sfod.json] [--md docs/sfod.md]
+        [--adapt-epochs 10] [--adapt-lr LR] [--ignore-score S] [--hpl-thresh T|auto] [--json docs/sfod.json] [--md docs/sfod.md]
 
 Per seed s: ``darknet-kd drivesim`` (seed s, both targets); ``darknet-kd train source.data``
 (the source model); per target D: ``darknet-kd adapt D-sfod.data --method mt|lpld`` from the
@@ -83,6 +83,8 @@ def adapt(data, cfg, source, backup: Path, seed, method, args, extra=()):
             cmd += ["--learning-rate", args.adapt_lr]
         if args.ignore_score is not None:
             cmd += ["--ignore-score", args.ignore_score]
+        if args.hpl_thresh is not None:
+            cmd += ["--hpl-thresh", args.hpl_thresh]
         if (backup / f"{cfg.stem}_last.ckpt").exists():
             cmd.append("--resume")
         sh(cmd)
@@ -138,6 +140,8 @@ def main():
     p.add_argument("--adapt-lr", type=float, help="constant adaptation learning rate (default: the cfg's)")
     p.add_argument("--ignore-score", type=float, help="the adaptations' YOLO ignore band (darknet-kd adapt "
                    "--ignore-score); their run folders get the suffix -ignoreS")
+    p.add_argument("--hpl-thresh", help="the adaptations' HPL threshold (darknet-kd adapt --hpl-thresh: a "
+                   "number or 'auto', the source model's best-F1 score on D-val); run folders get -hplT")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU for every run")
@@ -156,7 +160,8 @@ def main():
         cfg = sized_cfg(cfg, 128, out, scale_anchors=True, name=f"{cfg.stem}-128.cfg")
     extra = [*(["--batch", args.batch] if args.batch else []), *(["--bf16"] if args.bf16 else []),
              "--workers", args.workers]
-    suffix = f"-ignore{args.ignore_score:g}" if args.ignore_score is not None else ""
+    suffix = (f"-ignore{args.ignore_score:g}" if args.ignore_score is not None else "") \
+        + (f"-hpl{args.hpl_thresh}" if args.hpl_thresh is not None else "")
     t0 = time.time()
     rows: dict = {m: {t: [] for t in targets} for m in methods}
     audits: dict = {t: [] for t in targets}
@@ -224,7 +229,8 @@ def main():
     print("\n" + md)
     table = {"command": command, "preset": args.preset, "cfg": Path(args.cfg).name, "targets": targets,
              "seeds": list(seeds), "source_iterations": args.source_iterations, "adapt_epochs": args.adapt_epochs,
-             "adapt_lr": args.adapt_lr, "ignore_score": args.ignore_score, "batch": args.batch, "minutes": minutes,
+             "adapt_lr": args.adapt_lr, "ignore_score": args.ignore_score, "hpl_thresh": args.hpl_thresh,
+             "batch": args.batch, "minutes": minutes,
              "timings_s": timings,
              "map": rows, "audit": audits}
     atomic_write(Path(args.json) if args.json else out / "sfod.json", json.dumps(table, indent=1) + "\n")

@@ -457,6 +457,42 @@ def test_adaptation_beats_the_source_model_on_the_target(shifted_domain, tmp_pat
             assert after > before + 0.08, (method, seed, before, after)
 
 
+def test_hpl_thresh_auto_is_the_source_models_best_f1_on_valid_and_survives_resume(shifted_domain, tmp_path,
+                                                                                   monkeypatch, capsys):
+    import darknet_kd.train.adapt as adapt_mod
+
+    cfg, weights, target = shifted_domain
+    r = evaluate(load(cfg, weights), read_data_file(target), workers=0, progress=False).darknet
+    assert 0.0 < r.best_thresh < 1.0 and r.best_f1 > 0
+    a = AdaptOptions(method="mt", epochs=1, hpl_auto=True)
+    t = AdaptTrainer(target, cfg, weights, _topts(backup=str(tmp_path / "b"), save_every=1, max_batches=2), a)
+    chosen = t.adapt.lpld.hpl_thresh
+    assert chosen == pytest.approx(r.best_thresh, rel=1e-5)  # the trainer's own pass (float noise apart)
+    assert chosen < t.hpl_choice["f1_score_at"]  # just below that score: HPL keep scores > thresh
+    assert "best F1" in capsys.readouterr().out
+    summary = t.run()
+    assert summary["hpl_thresh"] == chosen and summary["hpl_choice"]["f1"] == pytest.approx(r.best_f1)
+
+    def no_second_pass(*_, **__):
+        raise AssertionError("--resume must reuse the threshold chosen on the source model")
+
+    monkeypatch.setattr(adapt_mod, "select_hpl_threshold", no_second_pass)
+    t2 = AdaptTrainer(target, cfg, weights, _topts(backup=str(tmp_path / "b"), resume=True, max_batches=3),
+                      AdaptOptions(method="mt", epochs=1, hpl_auto=True))
+    assert t2.adapt.lpld.hpl_thresh == chosen
+    # without a labelled valid= list: a clear error naming the .data file
+    bare = _unlabelled_target(tmp_path / "bare", n=4)
+    monkeypatch.undo()
+    with pytest.raises(DataError, match=r"target\.data.*needs a labelled valid= list"):
+        AdaptTrainer(bare, cfg, weights, _topts(), AdaptOptions(method="mt", hpl_auto=True))
+    from darknet_kd.cli import main
+
+    with pytest.raises(SystemExit) as e:  # argparse's usage error
+        main(["adapt", str(bare), str(cfg), str(weights), "--hpl-thresh", "often", "--quiet"])
+    assert e.value.code == 2
+    assert "not a number or 'auto'" in capsys.readouterr().err
+
+
 def test_audit_counts_objects_recovered_by_lpl_only(tmp_path, monkeypatch, tiny_model):
     import darknet_kd.loss.lpld as lpld_mod
     from darknet_kd.train.adapt import audit_pseudo_labels

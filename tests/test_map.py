@@ -52,6 +52,29 @@ def test_one_class_all_point_modes():
     assert r0.avg_iou == pytest.approx(0.5)  # (1 + 1) / 4
 
 
+def test_best_f1_threshold_by_hand():
+    from darknet_kd.eval.voc_map import best_f1_threshold
+
+    # ranks TP .9, FP .8, TP .8 (a tie: cut after both), TP .6, FP .3; 4 truths.
+    # F1 = 2 tp / (k + 4): k=1 .4, k=3 4/7, k=4 .75, k=5 6/9 -> .6 (the tie's k=2 is not a cut)
+    prob = np.array([0.9, 0.8, 0.8, 0.6, 0.3], np.float32)
+    t, f1 = best_f1_threshold(prob, np.array([1, 0, 1, 1, 0], bool), 4)
+    assert t == pytest.approx(0.6) and f1 == pytest.approx(0.75)
+    # only the tied pair is a TP: with k=2 allowed F1 would be 2/(2+1); the cut at .8 gives 2/(3+1)
+    t, f1 = best_f1_threshold(np.array([0.9, 0.8, 0.8], np.float32), np.array([0, 0, 1], bool), 1)
+    assert (t, f1) == (pytest.approx(0.8), pytest.approx(0.5))
+    # equal F1: the higher threshold wins
+    t, f1 = best_f1_threshold(np.array([0.9, 0.5, 0.4, 0.3], np.float32), np.array([1, 0, 0, 1], bool), 2)
+    assert t == pytest.approx(0.9) and f1 == pytest.approx(2 / 3)  # k=1: 2/3; k=4: 4/6
+    t, f1 = best_f1_threshold(np.array([0.9], np.float32), np.array([0], bool), 2)
+    assert math.isnan(t) and f1 == 0.0
+    # through DarknetMap: the one-class set ranks TP .9, FP .8, FP .7, TP .6 over 2 truths
+    dets, truths = one_class_set()
+    r = compute_map(dets, truths, 1)
+    assert r.best_thresh == pytest.approx(0.9) and r.best_f1 == pytest.approx(2 / 3)  # k=1: 2/3; k=4: 4/6
+    assert r.to_dict()["best_f1_thresh"] == pytest.approx(0.9)
+
+
 def test_n_points_use_darknets_ofast_recall_levels():
     """Darknet (-Ofast) computes the 11 recall levels as k*(1/10): level 3 is
     0.30000000000000004, which a recall of exactly 3/10 does not reach."""

@@ -92,6 +92,8 @@ class MapResult:
     avg_iou: float
     detections_count: int          # all ranked detections (Darknet's detections_count)
     unique_truth_count: int
+    best_thresh: float = math.nan  # the score threshold of the highest F1 (all classes pooled); NaN: none
+    best_f1: float = 0.0
     names: list[str] | None = field(default=None)
 
     def _names(self, names=None) -> list[str]:
@@ -140,6 +142,7 @@ class MapResult:
             "tp": self.tp, "fp": self.fp, "fn": self.fn, "average_iou": num(self.avg_iou),
             "detections_count": self.detections_count,
             "unique_truth_count": self.unique_truth_count,
+            "best_f1": self.best_f1, "best_f1_thresh": num(self.best_thresh),
             "classes": [
                 {"class_id": i, "name": names[i], "ap": float(self.ap[i]),
                  "truths": int(self.truth_count[i]), "detections": int(self.detection_count[i]),
@@ -310,6 +313,7 @@ class DarknetMap:
         first = np.full(max(self._n_truth, 1), len(cls), np.int64)
         np.minimum.at(first, tidx[m], m)            # first rank claiming each truth
         is_tp[first[first < len(cls)]] = True
+        best_thresh, best_f1 = best_f1_threshold(prob[order], is_tp, self._n_truth)
 
         by_class = np.argsort(cls.astype(np.int16 if C < 2**15 else np.int32), kind="stable")  # radix sort
         counts = np.bincount(cls, minlength=C)
@@ -340,7 +344,24 @@ class DarknetMap:
             tp_thresh=self._tp.copy(), fp_thresh=self._fp.copy(), avg_iou_class=avg_iou_class,
             tp=tp, fp=fp, fn=n_truth - tp, precision=float(precision), recall=float(recall),
             f1=float(f1), avg_iou=float(avg_iou), detections_count=int(len(prob)),
-            unique_truth_count=n_truth, names=list(names) if names is not None else None)
+            unique_truth_count=n_truth, best_thresh=best_thresh, best_f1=best_f1,
+            names=list(names) if names is not None else None)
+
+
+def best_f1_threshold(prob: np.ndarray, is_tp: np.ndarray, n_truth: int) -> tuple[float, float]:
+    """The score threshold t whose detections (score >= t, all classes pooled) have the highest
+    F1, from the ranked detections (``prob`` descending, ``is_tp`` the first claim of a truth);
+    a threshold is a score where the next rank drops below it (ties stay together).  The
+    highest t wins a tie in F1.  (nan, 0.0) without true positives."""
+    if n_truth == 0 or not is_tp.any():
+        return math.nan, 0.0
+    tp = np.cumsum(is_tp)
+    k = np.arange(1, len(prob) + 1)
+    f1 = 2.0 * tp / (k + n_truth)  # 2PR/(P+R) with P = tp/k, R = tp/n_truth
+    last = np.r_[prob[1:] != prob[:-1], True]  # a cut is possible only after the last of a tie
+    f1 = np.where(last, f1, -1.0)
+    i = int(np.argmax(f1))
+    return float(prob[i]), float(f1[i])
 
 
 def _average_precision(is_tp: np.ndarray, n_truth: int, points: int) -> float:

@@ -34,6 +34,7 @@ DDP come from :class:`darknet_kd.train.trainer.Trainer`.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.darknet import label_path
+from ..eval.evaluate import evaluate
 from ..data.dataset import AugmentOptions, DarknetBatchSampler, collate, worker_init_fn
 from ..data.strong_aug import PairDataset
 from ..errors import DataError, DarknetKDError
@@ -63,6 +65,7 @@ class AdaptOptions:
     ema_keep: float | None = None        # None: 0.75 per epoch, 0.999 per iteration
     feature_layer: int | None = None     # None: default_feature_layer(model)
     ignore_score: float | None = None    # ignore band: no background term where the teacher scores >= this
+    hpl_auto: bool = False               # HPL threshold = the source model's best-F1 score on valid=
     export: str = "teacher"              # which model is saved and evaluated
     allow_train_labels: bool = False
     lpld: LpldOptions = field(default_factory=LpldOptions)
@@ -117,7 +120,16 @@ class AdaptTrainer(Trainer):
             raise DarknetKDError("adaptation needs the source model's weights")
         opts.clear = True  # the source's `seen` does not count: adaptation starts at iteration 0
         self.stats = {"images": 0, "hpl": 0, "lpl": 0, "proposals": 0, "teacher_updates": 0}
+        self.hpl_choice = None  # select_hpl_threshold's choice (--hpl-thresh auto; restored by --resume)
         super().__init__(data_path, cfg_path, source_weights, opts)
+        if self.adapt.hpl_auto:
+            if self.hpl_choice is None:  # a fresh run: the model is still the source model
+                self.hpl_choice = select_hpl_threshold(self.model, self.data, workers=self.opts.workers,
+                                                       progress=self.opts.progress and self.rank == 0)
+            self.adapt.lpld.hpl_thresh = self.hpl_choice["thresh"]
+            if self.rank == 0:
+                print(f"HPL threshold {self.hpl_choice['thresh']:.4f}: the source model's best F1 "
+                      f"({self.hpl_choice['f1']:.3f}) on {self.data.resolve('valid')}", flush=True)
 
     # -- setup ------------------------------------------------------------------------------------
     def _setup_training(self):
@@ -219,7 +231,8 @@ class AdaptTrainer(Trainer):
         return super().export_model()
 
     def extra_state(self) -> dict:
-        return {"teacher": self.teacher.model.state_dict(), "stats": dict(self.stats)}
+        return {"teacher": self.teacher.model.state_dict(), "stats": dict(self.stats),
+                "hpl_choice": dict(self.hpl_choice) if self.hpl_choice else None}
 
     def load_extra_state(self, state: dict) -> None:
         if "teacher" not in state:
@@ -227,6 +240,7 @@ class AdaptTrainer(Trainer):
                                  self.ckpt_path)
         self.teacher.model.load_state_dict(state["teacher"])
         self.stats.update(state.get("stats", {}))
+        self.hpl_choice = state.get("hpl_choice")
 
     def run(self) -> dict:
         summary = super().run()
@@ -234,10 +248,28 @@ class AdaptTrainer(Trainer):
         summary.update({"method": self.adapt.method, "export": self.adapt.export,
                         "hpl_per_image": self.stats["hpl"] / n, "lpl_per_image": self.stats["lpl"] / n,
                         "teacher_updates": self.stats["teacher_updates"],
+                        "hpl_thresh": self.adapt.lpld.hpl_thresh, "hpl_choice": self.hpl_choice,
                         "adapt_options": asdict(self.adapt)})
         if self.rank == 0:
             atomic_write(self.backup / f"{self.stem}_summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
+
+
+def select_hpl_threshold(model, data, workers: int = 2, progress: bool = True) -> dict:
+    """``--hpl-thresh auto``: the HPL threshold at which ``model`` (the source model) has its
+    highest F1 on the labelled ``valid=`` list (all classes pooled, IoU > 0.5, Darknet's
+    detections), as {"thresh", "f1", "f1_score_at"} (``thresh`` lies just below that score).  Model selection on the target's validation split, which
+    the setting allows; the published 0.7 suits Faster R-CNN's softmax scores, not YOLO's
+    objectness × class products."""
+    if not data.valid or not data.images("valid"):
+        raise DataError("--hpl-thresh auto needs a labelled valid= list", data.path)
+    r = evaluate(model, data, key="valid", workers=workers, progress=progress).darknet
+    if not math.isfinite(r.best_thresh):
+        raise DarknetKDError("--hpl-thresh auto: the source model has no true positive on valid=; "
+                             "give --hpl-thresh a number", data.resolve("valid"))
+    # HPL keep scores strictly above the threshold: step just below the chosen score
+    return {"thresh": float(np.nextafter(np.float32(r.best_thresh), np.float32(0))), "f1": r.best_f1,
+            "f1_score_at": r.best_thresh}
 
 
 def ignore_band(model, heads, decoded: torch.Tensor, score: float | None):
@@ -341,7 +373,8 @@ def add_parser(sub):
     p.add_argument("--ema-every", choices=("epoch", "iter"), default="epoch",
                    help="teacher EMA once per epoch (published) or after every update")
     p.add_argument("--ema-keep", type=float, help="EMA keep rate (default 0.75 per epoch, 0.999 per iteration)")
-    p.add_argument("--hpl-thresh", type=float, default=0.7, help="teacher score for a pseudo-label (default 0.7)")
+    p.add_argument("--hpl-thresh", type=_thresh, default=0.7, help="teacher score for a pseudo-label (default "
+                   "0.7), or 'auto': the source model's best-F1 score on the valid= list")
     p.add_argument("--top-k", type=int, default=300, help="LPLD proposals per image (default 300)")
     p.add_argument("--lpld-weight", type=float, default=0.1, help="LPLD loss weight (default 0.1)")
     p.add_argument("--lpld-norm", choices=("mean", "sum"), default="mean",
@@ -359,11 +392,24 @@ def add_parser(sub):
     p.set_defaults(func=run_command)
 
 
+def _thresh(text: str):
+    if text == "auto":
+        return text
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or 'auto': {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {v}")
+    return v
+
+
 def adapt_options_from_args(args) -> AdaptOptions:
-    lp = LpldOptions(hpl_thresh=args.hpl_thresh, top_k=args.top_k, weight=args.lpld_weight, norm=args.lpld_norm)
+    auto = args.hpl_thresh == "auto"
+    lp = LpldOptions(hpl_thresh=0.7 if auto else args.hpl_thresh, top_k=args.top_k, weight=args.lpld_weight, norm=args.lpld_norm)
     return AdaptOptions(method=args.method, epochs=args.epochs, learning_rate=args.learning_rate,
                         ema_every=args.ema_every, ema_keep=args.ema_keep, feature_layer=args.feature_layer,
-                        ignore_score=args.ignore_score,
+                        ignore_score=args.ignore_score, hpl_auto=auto,
                         export=args.export, allow_train_labels=args.allow_train_labels, lpld=lp)
 
 
