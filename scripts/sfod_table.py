@@ -104,19 +104,34 @@ def evaluate(data, cfg, weights, out_json: Path) -> float:
     return json.loads(out_json.read_text())["darknet"]["map"]
 
 
-def audit(ds: Path, target: str, cfg: Path, weights: Path, out_json: Path) -> dict:
+def audit(ds: Path, target: str, cfg: Path, weights: Path, out_json: Path, hpl_thresh: float = 0.7) -> dict:
+    if hpl_thresh != 0.7:
+        out_json = out_json.with_name(f"{out_json.stem}-hpl{hpl_thresh:.4f}.json")
     if out_json.exists():
         return json.loads(out_json.read_text())
     from darknet_kd.data.darknet import read_list
     from darknet_kd.data.dataset import load_all_labels
+    from darknet_kd.loss.lpld import LpldOptions
     from darknet_kd.model import load
     from darknet_kd.train.adapt import audit_pseudo_labels
 
     images = read_list(ds / f"{target}-unlabelled-audit.txt", anchors=(ds,))
     model = load(cfg, weights)
-    res = audit_pseudo_labels(model, images, load_all_labels(images, model.num_classes), progress=False)
+    res = audit_pseudo_labels(model, images, load_all_labels(images, model.num_classes),
+                              LpldOptions(hpl_thresh=hpl_thresh), progress=False)
+    res["hpl_thresh"] = hpl_thresh
     atomic_write(out_json, json.dumps(res, indent=1) + "\n")
     return res
+
+
+def adapt_hpl_thresh(run_dir: Path, cfg: Path) -> float:
+    """The HPL threshold an adaptation used (its summary; --hpl-thresh auto picks it there)."""
+    return json.loads((run_dir / f"{cfg.stem}_summary.json").read_text()).get("hpl_thresh", 0.7)
+
+
+def hpl_text(audits) -> str:
+    thr = sorted({e[who].get("hpl_thresh", 0.7) for es in audits.values() for e in es for who in e if who != "seed"})
+    return ", ".join(f"{t:.4g}" for t in thr) or "0.7"
 
 
 def fmt(vals):
@@ -188,10 +203,13 @@ def main():
                 w = train(ds / f"{d}-target.data", cfg, run / f"{d}-oracle", seed, args.source_iterations, extra)
                 timings.setdefault("oracle_train_s", []).append(round(time.time() - t))
                 rows["oracle"][d].append(evaluate(test, cfg, w, run / f"{d}-oracle" / f"map-{d}.json"))
-            entry = {"seed": seed, "source_teacher": audit(ds, d, cfg, source, run / "source" / f"audit-{d}.json")}
+            adapted = [run / f"{d}-{m}{suffix}" for m in ("mt", "lpld") if m in methods]
+            thr = adapt_hpl_thresh(adapted[0], cfg) if adapted else 0.7
+            entry = {"seed": seed,
+                     "source_teacher": audit(ds, d, cfg, source, run / "source" / f"audit-{d}.json", thr)}
             if "lpld" in methods:
                 entry["lpld_final_teacher"] = audit(ds, d, cfg, run / f"{d}-lpld{suffix}" / f"{cfg.stem}_final.weights",
-                                                    run / f"{d}-lpld{suffix}" / f"audit-{d}.json")
+                                                    run / f"{d}-lpld{suffix}" / f"audit-{d}.json", thr)
             audits[d].append(entry)
 
     command = "python scripts/sfod_table.py " + " ".join(map(shlex.quote, sys.argv[1:]))
@@ -204,7 +222,8 @@ def main():
     for m in methods:
         lines.append(f"| {LABELS[m]} | " + " | ".join(fmt(rows[m][d]) if rows[m][d] else "–" for d in targets) + " |")
     lines += ["", "Pseudo-label audit on the unlabelled target images against their hidden labels (IoU ≥ 0.5, "
-              "same class), summed over seeds: HPL = teacher detections with score > 0.7; LPL = the mined "
+              "same class), summed over seeds: HPL = teacher detections with score > the adaptations' HPL "
+              f"threshold ({hpl_text(audits)}); LPL = the mined "
               "low-confidence candidates; *recovered* = true objects that no HPL hits but an LPL does.", "",
               "*seen* = true objects that some pre-NMS slot of score ≥ 0.01 covers (IoU ≥ 0.5, any class): the "
               "most that any pseudo-labelling can reach.", "",
