@@ -26,6 +26,12 @@ ignore_thresh does near truths.  Faster R-CNN samples its background RoIs; a YOL
 trains *every* slot without an HPL as background, so objects below the HPL threshold are
 taught as background and objectness collapses (docs/results.md, the source-free section).
 
+``--hpl-thresh auto`` (not in the published recipe either) replaces the fixed 0.7 by the score at
+which the *source* model has its best F1 on the labelled ``valid=`` list, before any update: a
+YOLO score is objectness × class probability, so its confident range sits far lower than a
+Faster R-CNN softmax score.  This is model selection on the target's validation split, which the
+setting allows; the choice is kept in the checkpoint and in ``<cfg>_summary.json``.
+
 Optimisation as published: SGD with constant learning rate (``--learning-rate``, default the
 cfg's; Darknet's update rule and momentum/decay of the cfg), ``--epochs`` 10 over the target
 list.  The saved/evaluated model is the teacher (``--export student`` for the student).
