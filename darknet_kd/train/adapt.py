@@ -264,9 +264,9 @@ class AdaptTrainer(Trainer):
 def select_hpl_threshold(model, data, workers: int = 2, progress: bool = True) -> dict:
     """``--hpl-thresh auto``: the HPL threshold at which ``model`` (the source model) has its
     highest F1 on the labelled ``valid=`` list (all classes pooled, IoU > 0.5, Darknet's
-    detections), as {"thresh", "f1", "f1_score_at"} (``thresh`` lies just below that score).  Model selection on the target's validation split, which
-    the setting allows; the published 0.7 suits Faster R-CNN's softmax scores, not YOLO's
-    objectness × class products."""
+    detections), as {"thresh", "f1", "f1_score_at"} (``thresh`` lies just below that score).
+    Model selection on the target's validation split, which the setting allows; the published
+    0.7 suits Faster R-CNN's softmax scores, not YOLO's objectness × class products."""
     if not data.valid or not data.images("valid"):
         raise DataError("--hpl-thresh auto needs a labelled valid= list", data.path)
     r = evaluate(model, data, key="valid", workers=workers, progress=progress).darknet
