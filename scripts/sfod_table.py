@@ -36,8 +36,10 @@ BIN = Path(sys.executable).parent
 
 from darknet_kd.cfg import sized_cfg  # noqa: E402
 from darknet_kd.fileio import atomic_write  # noqa: E402
+from darknet_kd.loss.lpld import LpldOptions  # noqa: E402
 
 METHODS = ("source-only", "mt", "lpld", "oracle")
+PUBLISHED_HPL = LpldOptions().hpl_thresh   # adapt's default HPL threshold (0.7)
 LABELS = {"source-only": "source-only", "mt": "mean teacher", "lpld": "LPLD", "oracle": "oracle (target labels)"}
 
 
@@ -104,14 +106,13 @@ def evaluate(data, cfg, weights, out_json: Path) -> float:
     return json.loads(out_json.read_text())["darknet"]["map"]
 
 
-def audit(ds: Path, target: str, cfg: Path, weights: Path, out_json: Path, hpl_thresh: float = 0.7) -> dict:
-    if hpl_thresh != 0.7:
+def audit(ds: Path, target: str, cfg: Path, weights: Path, out_json: Path, hpl_thresh: float = PUBLISHED_HPL) -> dict:
+    if hpl_thresh != PUBLISHED_HPL:
         out_json = out_json.with_name(f"{out_json.stem}-hpl{hpl_thresh:.4f}.json")
     if out_json.exists():
         return json.loads(out_json.read_text())
     from darknet_kd.data.darknet import read_list
     from darknet_kd.data.dataset import load_all_labels
-    from darknet_kd.loss.lpld import LpldOptions
     from darknet_kd.model import load
     from darknet_kd.train.adapt import audit_pseudo_labels
 
@@ -126,12 +127,12 @@ def audit(ds: Path, target: str, cfg: Path, weights: Path, out_json: Path, hpl_t
 
 def adapt_hpl_thresh(run_dir: Path, cfg: Path) -> float:
     """The HPL threshold an adaptation used (its summary; --hpl-thresh auto picks it there)."""
-    return json.loads((run_dir / f"{cfg.stem}_summary.json").read_text()).get("hpl_thresh", 0.7)
+    return json.loads((run_dir / f"{cfg.stem}_summary.json").read_text()).get("hpl_thresh", PUBLISHED_HPL)
 
 
 def hpl_text(audits) -> str:
-    thr = sorted({e[who].get("hpl_thresh", 0.7) for es in audits.values() for e in es for who in e if who != "seed"})
-    return ", ".join(f"{t:.4g}" for t in thr) or "0.7"
+    thr = sorted({e[who].get("hpl_thresh", PUBLISHED_HPL) for es in audits.values() for e in es for who in e if who != "seed"})
+    return ", ".join(f"{t:.4g}" for t in thr) or f"{PUBLISHED_HPL:.4g}"
 
 
 def fmt(vals):
@@ -204,7 +205,7 @@ def main():
                 timings.setdefault("oracle_train_s", []).append(round(time.time() - t))
                 rows["oracle"][d].append(evaluate(test, cfg, w, run / f"{d}-oracle" / f"map-{d}.json"))
             adapted = [run / f"{d}-{m}{suffix}" for m in ("mt", "lpld") if m in methods]
-            thr = adapt_hpl_thresh(adapted[0], cfg) if adapted else 0.7
+            thr = adapt_hpl_thresh(adapted[0], cfg) if adapted else PUBLISHED_HPL
             entry = {"seed": seed,
                      "source_teacher": audit(ds, d, cfg, source, run / "source" / f"audit-{d}.json", thr)}
             if "lpld" in methods:
