@@ -486,15 +486,20 @@ class Pipeline:
         exp = self.exp
         self.work.mkdir(parents=True, exist_ok=True)
         ds = self.dataset()
-        need_gan = any(r in ("proposed", "gan_only") for r in self.rows) or exp.path_of("teacher", "weights") is None
-        translated = self.gan(ds) if need_gan else None
-        self.teacher(ds, translated)
+        # rows that need neither the teacher nor the GAN (the baselines) do not wait for them, so a
+        # call with rows = lower, upper can run beside one that trains the GAN and the teacher
         need_pl = any("P" in ROW_DATA[r] for r in self.rows)
+        need_teacher = need_pl or any(r in (*KD_ROWS, "proposed", "kd_only") for r in self.rows)
+        need_gan = any(r in ("proposed", "gan_only") for r in self.rows) or \
+            (need_teacher and exp.path_of("teacher", "weights") is None)
+        translated = self.gan(ds) if need_gan else None
+        if need_teacher:
+            self.teacher(ds, translated)
         pl = self.pseudo(ds) if need_pl else None
         lists = {"S": ds["source_train"], "T": ds["labelled"], "G": translated, "P": pl}
         student_cfg = self.cfg("student", "cfg/yolov4-tiny-drivesim.cfg")
         results = {}
-        if exp.path_of("teacher", "weights") is None:
+        if need_teacher and exp.path_of("teacher", "weights") is None:
             results["teacher"] = self.evaluate("teacher", self.teacher_cfg, self.teacher_weights, ds)
             if results["teacher"]["val"] < 0.01:
                 self.log(f"warning: the teacher's target-val mAP@0.5 is {100 * results['teacher']['val']:.2f} %: "

@@ -25,8 +25,10 @@ A killed run resumes where it stopped (run the same command again).  Presets:
   proposed (KD loss CrossKD, fixed: no KD row to choose among) — the whole method in 15.9
   minutes on 2 quiet cores (measured, docs/results.md "make demo").
 * ``cpu``   — DriveSim cpu (256 px, 2000 + 2000 scenes); budgeted for ≤ 2 h per seed on
-  2 cores (source model for the GAN's projector and students 500 iterations of batch 16, GAN
-  1500 iterations of the cpu GAN preset, teacher 600).
+  2 cores with AVX512-BF16 (bf16 autocast; ``--fp32`` on CPUs without it): source model for the
+  GAN's projector and students 500 iterations of batch 16, GAN 1500 iterations of the cpu GAN
+  preset, teacher = the student's cfg trained 1500 iterations (3× the students' budget: the
+  3-head teacher cfg learns too slowly for a CPU budget, see ``demo``).
 * ``gpu``   — DriveSim gpu (416 px scenes, trained at the cfgs' 256), the published GAN
   setting, longer schedules, on CUDA.
 """
@@ -52,14 +54,19 @@ PRESETS = {
                  ld_teacher_iters=50, size=128, bf16=True, gan_args="--iter-size 1 --crop 64 --crop-delta 16",
                  detector_iters=300,
                  teacher_cfg="yolov4-tiny-drivesim.cfg", rows="lower,upper,proposed", proposed_kd="crosskd"),
-    "cpu": dict(drivesim="cpu", gan_preset="cpu", gan_iters=1500, teacher=600, student=500, batch=16, device="cpu",
-                ld_teacher_iters=100),
+    "cpu": dict(drivesim="cpu", gan_preset="cpu", gan_iters=1500, teacher=1500, student=500, batch=16, device="cpu",
+                ld_teacher_iters=100, bf16=True, teacher_cfg="yolov4-tiny-drivesim.cfg"),
     "gpu": dict(drivesim="gpu", gan_preset="gpu", gan_iters=20000, teacher=6000, student=6000, batch=64,
                 device="cuda", ld_teacher_iters=500),
 }
 
 ORDER = [("lower", "fitnet"), ("lower", "fgd"), ("lower", "ld"), ("fitnet", "crosskd"), ("fgd", "crosskd"),
          ("ld", "crosskd"), ("crosskd", "proposed"), ("proposed", "upper")]
+
+
+def preset_settings(name: str, fp32: bool = False) -> dict:
+    """Preset ``name``, with bf16 off when ``fp32`` (``--fp32``)."""
+    return {**PRESETS[name], **({"bf16": False} if fp32 else {})}
 
 
 def experiment_text(p: dict, seed: int, work: Path, threads: int, rows) -> str:
@@ -106,6 +113,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="output folder (default runs/kd_table_<preset>)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--rows", help="table rows to train (default: the preset's, else every row)")
+    ap.add_argument("--fp32", action="store_true", help="no bf16 autocast, whatever the preset says "
+                    "(for CPUs without AVX512-BF16, where bf16 is emulated and slow)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     out = Path(args.out or ROOT / "runs" / f"kd_table_{args.preset}").absolute()
@@ -117,7 +126,8 @@ def main(argv=None) -> int:
         folder = out / f"seed{seed}"
         folder.mkdir(parents=True, exist_ok=True)
         ini = folder / "experiment.ini"
-        atomic_write(ini, experiment_text(PRESETS[args.preset], seed, folder / "work", args.threads, rows))
+        atomic_write(ini, experiment_text(preset_settings(args.preset, args.fp32), seed, folder / "work",
+                                          args.threads, rows))
         t0 = time.time()
         res = Pipeline(Experiment.read(ini), progress=not args.quiet).run()
         timings[seed] = {"seconds_this_call": round(time.time() - t0, 1),
@@ -139,7 +149,7 @@ def main(argv=None) -> int:
     md += f"\nCommand: `{command}`\n"
     atomic_write(out / "kd_table.md", md)
     atomic_write(out / "kd_table.json", json.dumps({"command": command, "preset": args.preset,
-                                                    "preset_settings": PRESETS[args.preset],
+                                                    "preset_settings": preset_settings(args.preset, args.fp32),
                                                     "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
                                                     "rows": agg, "ordering": checks, "per_seed": per_seed,
                                                     "timings": timings}, indent=1) + "\n")

@@ -35,8 +35,16 @@ def test_demo_preset_sets_size_bf16_gan_args_and_teacher(tmp_path):
 def test_other_presets_keep_their_files(tmp_path):
     for name in ("smoke", "cpu", "gpu"):
         text = kd_table.experiment_text(kd_table.PRESETS[name], 0, tmp_path, 2, ["lower"])
-        assert "size =" not in text and "bf16" not in text and "args =" not in text and "detector" not in text
-        teacher = "yolov4-tiny-drivesim.cfg" if name == "smoke" else "yolov4-tiny-3l-teacher-drivesim.cfg"
+        assert "size =" not in text and "args =" not in text and "detector" not in text
+        assert ("bf16 = yes" in text) == (name == "cpu")
+        teacher = "yolov4-tiny-3l-teacher-drivesim.cfg" if name == "gpu" else "yolov4-tiny-drivesim.cfg"
         assert f"cfg = {kd_table.ROOT / 'cfg' / teacher}\nmax_batches" in text and "proposed_kd = auto" in text
         p = _pipeline(tmp_path, name, ["lower"])
-        assert (p.size, p.bf16) == (0, False)
+        assert (p.size, p.bf16) == (0, name == "cpu")
+
+
+def test_fp32_flag_overrides_the_presets_bf16(tmp_path):
+    assert kd_table.preset_settings("cpu")["bf16"] is True
+    settings = kd_table.preset_settings("cpu", fp32=True)
+    assert settings["bf16"] is False and kd_table.PRESETS["cpu"]["bf16"] is True    # the preset is not changed
+    assert "bf16" not in kd_table.experiment_text(settings, 0, tmp_path, 2, ["lower"])

@@ -94,6 +94,21 @@ def test_pipeline_runs_rows_and_resumes_without_work(tmp_path, capsys):
     assert third["ran"] == ["train:lower", "eval:lower"] or third["ran"] == ["train:lower"]
 
 
+def test_baseline_rows_do_not_wait_for_teacher(tmp_path):
+    """Rows that need neither teacher nor GAN (lower, upper) train no teacher, so a call with
+    rows = lower, upper can run beside the one that trains it; a KD row in the same file does."""
+    torch.set_num_threads(1)
+    ini = _experiment(tmp_path, rows="lower, upper")
+    ini.write_text(ini.read_text().replace("weights = teacher.weights\n", "max_batches = 2\n"))
+    res = Pipeline(Experiment.read(ini), progress=False).run()
+    assert [s for s in res["ran"] if s.startswith("train:")] == ["train:lower", "train:upper"]
+    assert "teacher" not in res["table"]["rows"] and not (tmp_path / "work" / "teacher").exists()
+    ini.write_text(ini.read_text().replace("rows = lower, upper", "rows = lower, upper, fitnet"))
+    res = Pipeline(Experiment.read(ini), progress=False).run()
+    assert [s for s in res["ran"] if s.startswith("train:")] == ["train:teacher", "train:fitnet"]
+    assert set(res["table"]["rows"]) == {"teacher", "lower", "upper", "fitnet"}
+
+
 def test_pipeline_cli_and_errors(tmp_path, capsys):
     ini = _experiment(tmp_path, rows="lower")
     assert cli.main(["pipeline", str(ini), "--quiet"]) == 0
@@ -117,7 +132,7 @@ def test_pipeline_size_and_bf16(tmp_path):
     """[experiment] size rewrites both cfgs into WORK/cfg (anchors scaled) and every model trains and is
     evaluated at that size; bf16 reaches the trainer; bad values name the line."""
     torch.set_num_threads(1)
-    ini = _experiment(tmp_path, rows="lower")
+    ini = _experiment(tmp_path, rows="lower, pseudo_only")
     ini.write_text(ini.read_text().replace("workers = 0", "workers = 0\nsize = 64\nbf16 = yes"))
     res = Pipeline(Experiment.read(ini), progress=False).run()
     work = tmp_path / "work"
