@@ -15,6 +15,7 @@ import torch
 
 from darknet_kd.cli import main
 from darknet_kd.data.darknet import read_data_file
+from darknet_kd.errors import DarknetKDError
 from darknet_kd.eval.evaluate import darknet_nms, darknet_row_order, evaluate, markdown_path, nms_order
 from darknet_kd.model import Darknet, load
 
@@ -190,3 +191,16 @@ def test_map_command_errors_are_clear(tmp_path, capsys):
     assert main(["map", str(data), str(cfg), str(weights), "--workers", "0"]) == 2
     assert "the difficult list has 2 images but the valid list has 1" in capsys.readouterr().err
     assert main(["map", str(data), str(cfg), str(weights), "--points", "1"]) == 2
+
+
+def test_diverged_weights_are_named_not_the_labels(tmp_path):
+    """A model whose output is NaN (diverged training) is reported as such, naming the image,
+    instead of as bad detections of the label file."""
+    cfg, weights = make_model(tmp_path)
+    data = make_data(tmp_path, [ALL])
+    model = load(cfg, weights)
+    conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][0]
+    with torch.no_grad():
+        conv.bias[4] = float("nan")
+    with pytest.raises(DarknetKDError, match=r"images/0\.png: the model's output .* NaN .* diverged"):
+        evaluate(model, read_data_file(data), workers=0, progress=False)

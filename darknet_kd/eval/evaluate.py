@@ -135,6 +135,12 @@ def detect_batch(model, images: torch.Tensor, infos, row_pos: np.ndarray):
     """Darknet's detections of one batch: per image ``(boxes (n,4) relative to the
     original image, probs (n,C))`` after thresholding and NMS, in do_nms_sort's order."""
     out = model(images)                                  # (B, N, 5+C), eval mode
+    finite = torch.isfinite(out).flatten(1).all(dim=1)
+    if not bool(finite.all()):     # NaN scores would drop out of the thresholds silently (a 0 mAP)
+        b = int(torch.nonzero(~finite)[0])
+        raise DarknetKDError("the model's output on this image is NaN or infinite: its weights have diverged "
+                             "(a learning rate too high for the run's warm-up, or a damaged .weights file)",
+                             infos[b].get("path") if infos and b < len(infos) else None)
     net_h, net_w = (int(v) for v in images.shape[-2:])
     last = model.yolo_layers[-1]
     b_idx, r_idx = torch.nonzero(out[..., 4] > DET_THRESH, as_tuple=True)
