@@ -39,8 +39,10 @@ def test_other_presets_keep_their_files(tmp_path):
         assert ("bf16 = yes" in text) == (name == "cpu")
         teacher = "yolov4-tiny-3l-teacher-drivesim.cfg" if name == "gpu" else "yolov4-tiny-drivesim.cfg"
         assert f"cfg = {kd_table.ROOT / 'cfg' / teacher}\nmax_batches" in text and "proposed_kd = auto" in text
+        assert ("kd_weight.ld = 0.1\n" in text) == (name == "cpu")
         p = _pipeline(tmp_path, name, ["lower"])
         assert (p.size, p.bf16) == (0, name == "cpu")
+        assert p.exp.number("student", "kd_weight.ld", 1.0, float) == (0.1 if name == "cpu" else 1.0)
 
 
 def test_fp32_flag_overrides_the_presets_bf16(tmp_path):
