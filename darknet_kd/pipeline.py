@@ -90,6 +90,7 @@ from .errors import DarknetKDError
 from .fileio import atomic_write
 
 KD_ROWS = ("fitnet", "fgd", "ld", "crosskd")
+CHOSEN_KD_ROWS = ("proposed", "kd_only")     # their KD loss is chosen among the KD rows' (proposed_kd)
 ALL_ROWS = ("lower", "upper", *KD_ROWS, "proposed", "gan_only", "pseudo_only", "kd_only")
 ROW_DATA = {"lower": "S+T", "upper": "S+U", "fitnet": "S+T+P", "fgd": "S+T+P", "ld": "S+T+P", "crosskd": "S+T+P",
             "proposed": "S+G+T+P", "gan_only": "S+G+T", "pseudo_only": "S+T+P", "kd_only": "S+T"}
@@ -489,7 +490,7 @@ class Pipeline:
         # rows that need neither the teacher nor the GAN (the baselines) do not wait for them, so a
         # call with rows = lower, upper can run beside one that trains the GAN and the teacher
         need_pl = any("P" in ROW_DATA[r] for r in self.rows)
-        need_teacher = need_pl or any(r in (*KD_ROWS, "proposed", "kd_only") for r in self.rows)
+        need_teacher = need_pl or any(r in (*KD_ROWS, *CHOSEN_KD_ROWS) for r in self.rows)
         need_gan = any(r in ("proposed", "gan_only") for r in self.rows) or \
             (need_teacher and exp.path_of("teacher", "weights") is None)
         translated = self.gan(ds) if need_gan else None
@@ -505,13 +506,12 @@ class Pipeline:
                 self.log(f"warning: the teacher's target-val mAP@0.5 is {100 * results['teacher']['val']:.2f} %: "
                          "its pseudo-labels and distillation targets carry no information (train it longer; "
                          "feature losses such as FGD may diverge on a diverged teacher's features)")
-        order = [r for r in self.rows if r not in ("proposed", "kd_only")] + \
-                [r for r in self.rows if r in ("proposed", "kd_only")]
+        order = [r for r in self.rows if r not in CHOSEN_KD_ROWS] + [r for r in self.rows if r in CHOSEN_KD_ROWS]
         for row in order:
             kd = "none"
             if row in KD_ROWS:
                 kd = row
-            elif row in ("proposed", "kd_only"):
+            elif row in CHOSEN_KD_ROWS:
                 kd = self.choose_kd(results)
             if row == "upper":
                 data = self.make_data(row, [ds["upper_train"]], ds["target_val"], ds)

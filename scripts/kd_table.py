@@ -71,8 +71,8 @@ def preset_settings(name: str, fp32: bool = False) -> dict:
 
 
 def experiment_text(p: dict, seed: int, work: Path, threads: int, rows) -> str:
-    """The experiment INI of preset ``p`` (the optional keys size, bf16 and gan_args only when the
-    preset sets them, so the other presets' files stay as they were)."""
+    """The experiment INI of preset ``p`` (the optional keys size, bf16, gan_args, detector_iters and
+    per-loss kd_weight.* only when the preset sets them, so the other presets' files stay as they were)."""
     exp_extra = "".join(f"{k} = {v}\n" for k, v in (("size", p.get("size")), ("bf16", "yes" if p.get("bf16") else None))
                         if v)
     per_loss = "".join(f"kd_weight.{k} = {v}\n" for k, v in p.get("kd_weights", {}).items())
