@@ -7,7 +7,7 @@ their ``--resume`` checkpoint, translation from the images already written):
 
 1. ``drivesim``  — ``darknet-kd drivesim WORK/data --preset P --seed S`` (or a user's
    dataset named in ``[data]``);
-2. ``gan``       — ``domain-transfer train --source source.data --target <unlabelled list>``,
+2. ``gan``       — ``domain-transfer train --source source.data --target <labelled,unlabelled>``,
    its projected discriminator on the frozen backbone of a source-trained detector
    (``[gan] detector``: ``source`` trains one first, stage ``train:source`` — the student cfg
    on the source training images; or a user's own ``.weights`` with ``detector_cfg``; or
@@ -324,7 +324,10 @@ class Pipeline:
         def run():
             from domain_transfer.cli import main as dt_main
 
-            argv = ["train", "--source", str(ds["source_data"]), "--target", str(ds["unlabelled"]), "--out", str(out),
+            # the target side: the labelled share (its box masks train f_s and the identity semantic
+            # term, as the published method uses target labels) and the unlabelled images
+            target = f"{ds['labelled']},{ds['unlabelled']}"
+            argv = ["train", "--source", str(ds["source_data"]), "--target", target, "--out", str(out),
                     "--preset", exp.get("gan", "preset", "cpu"), "--iters", str(exp.number("gan", "iters", 3000)),
                     "--device", self.device, *detector] + shlex.split(exp.get("gan", "args", ""))
             if self.threads:

@@ -56,6 +56,7 @@ class GanConfig:
     lambda_sem: float = 10.0
     sem_idt: bool = True
     sem_threshold: float = 1.0        # semantic terms off while the last f_s loss is above this
+    fs_pretrain: int = 0              # f_s-only iterations before the GAN's first (0: joliGEN's way)
     fs_ngf: int = 32
     # data
     crop: int = 256
@@ -130,6 +131,8 @@ class GanConfig:
             bad(f"decay_iters {self.decay_iters} must lie in [0, iters={self.iters}]")
         if not 0 <= self.ema < 1:
             bad(f"ema {self.ema} must lie in [0, 1)")
+        if self.fs_pretrain < 0:
+            bad(f"fs_pretrain {self.fs_pretrain} must be non-negative")
         if min(self.lr_g, self.lr_d, self.lr_fs) <= 0:
             bad("learning rates must be positive")
         return self
@@ -139,7 +142,7 @@ PRESETS = {
     "gpu": {},
     "cpu": dict(ngf=16, blocks=4, crop=128, crop_delta=32, ndf=32, fs_ngf=16, nce_layers=[0, 2, 3, 5, 7],
                 nce_patches=128, nce_dim=128, proj_channels=32, batch=1, iter_size=4, iters=3000, pool_size=20,
-                amp=True),
+                amp=True, lr_fs=1e-3, fs_pretrain=1000),
 }
 
 #: Options that may change when a run is resumed (they do not change the model or its losses).

@@ -12,6 +12,9 @@ One iteration (facts: joligen.md section 5), with A = source crops, B = target c
 3. The discriminators: sum of L_D(D(B), D(pool(fake_B))) (one pool of past fakes per D).
 4. f_s, in fp32: CE(f_s(A), mask_A) + CE(f_s(B), mask_B) on the labelled target crops.
 
+Before the first iteration, ``fs_pretrain`` iterations of step 4 alone (the ``cpu`` preset's
+addition, so that a short run's semantic terms can switch on; 0 in the ``gpu`` preset).
+
 Each loss is divided by ``iter_size``; the optimisers (AdamW; G+F, D, f_s) step every
 ``iter_size`` iterations.  The generator EMA (decay ``ema``) is updated every iteration.
 Autocast: bf16 on CPU, fp16 with a GradScaler on CUDA (``amp``).  The frozen projector's
@@ -174,6 +177,7 @@ class GanTrainer:
                              if "projected" in cfg.net_d and cfg.detector_weights != "random" else None)
         self.iteration = 0
         self.last_fs = math.inf
+        self.fs_pretrained = 0
         self.history: list[dict] = []
         if ck is not None:
             self._load_state(ck)
@@ -187,7 +191,7 @@ class GanTrainer:
                     opt_G=self.opt_G.state_dict(), opt_D=self.opt_D.state_dict(), opt_fs=self.opt_fs.state_dict(),
                     scaler=self.scaler.state_dict() if self.scaler else {},
                     pools={n: p.state() for n, p in self.pools.items()},
-                    last_fs=self.last_fs if math.isfinite(self.last_fs) else -1.0,
+                    last_fs=self.last_fs if math.isfinite(self.last_fs) else -1.0, fs_pretrained=self.fs_pretrained,
                     rng=rng_state(), history=self.history)
 
     def save(self, path=None):
@@ -222,6 +226,7 @@ class GanTrainer:
             pool.load(ck["pools"][n], self.device)
         self.iteration = int(ck["iteration"])
         self.last_fs = ck["last_fs"] if ck["last_fs"] >= 0 else math.inf
+        self.fs_pretrained = int(ck.get("fs_pretrained", 0))
         self.history = list(ck.get("history", []))
         set_rng_state(ck["rng"])
 
@@ -245,6 +250,44 @@ class GanTrainer:
         k, ids = self.F(fk, self.cfg.nce_patches)
         q, _ = self.F(fq, self.cfg.nce_patches, ids)
         return sum(patch_nce(qi, ki, src.shape[0], self.cfg.nce_T).mean() for qi, ki in zip(q, k)) / len(q)
+
+    def fs_step(self, A, mA, B, mB, hasB) -> float:
+        """Backpropagate f_s's loss on real images (fp32): CE on the source crops' box masks plus
+        CE on the labelled target crops'; returns it (the semantic gate reads it)."""
+        self.fs.requires_grad_(True)
+        loss_fs = F.cross_entropy(self.fs(A), mA)
+        if hasB.any():
+            loss_fs = loss_fs + F.cross_entropy(self.fs(B[hasB]), mB[hasB])
+        self.last_fs = float(loss_fs.detach())
+        self._backward(loss_fs)
+        return self.last_fs
+
+    def pretrain_fs(self) -> float:
+        """``fs_pretrain`` iterations that train f_s alone, before the GAN's first iteration.
+
+        f_s learns only from real images and their box masks, so training it first changes
+        no other network. joliGEN's runs are long enough (10^5 iterations) for the f_s loss to
+        fall below ``sem_threshold`` early; a short CPU run is not (at 1500 iterations the
+        loss was still 1.26 against the 1.0 gate, so the semantic terms never switched on)."""
+        cfg, dev = self.cfg, self.device
+        bar = tqdm(range(self.fs_pretrained, cfg.fs_pretrain), desc="f_s pretraining", unit="it",
+                   disable=not self.progress, dynamic_ncols=True)
+        avg = None
+        for i in bar:
+            A, mA, _ = (t.to(dev) for t in self.source_sampler.batch(cfg.batch))
+            B, mB, hasB = (t.to(dev) for t in self.target_sampler.batch(cfg.batch))
+            loss = self.fs_step(A, mA, B, mB, hasB)
+            if not math.isfinite(loss):
+                raise TrainingError(f"f_s loss is {loss} at pretraining iteration {i + 1}", self.out)
+            avg = loss if avg is None else 0.95 * avg + 0.05 * loss
+            if (i + 1) % cfg.iter_size == 0 or i + 1 == cfg.fs_pretrain:
+                self.opt_fs.step()
+                self.opt_fs.zero_grad(set_to_none=True)
+            bar.set_postfix(fs=f"{avg:.3f}", refresh=False)
+        bar.close()
+        self.fs_pretrained = cfg.fs_pretrain
+        self.history.append({"iteration": 0, "fs_pretrain": cfg.fs_pretrain, "fs": round(avg, 5)})
+        return avg
 
     def step(self) -> dict:
         cfg, dev = self.cfg, self.device
@@ -296,13 +339,7 @@ class GanTrainer:
         self._backward(loss_D)
 
         # 4: f_s on real images, fp32
-        self.fs.requires_grad_(True)
-        loss_fs = F.cross_entropy(self.fs(A), mA)
-        if hasB.any():
-            loss_fs = loss_fs + F.cross_entropy(self.fs(B[hasB]), mB[hasB])
-        self.last_fs = float(loss_fs.detach())
-        logs["fs"] = self.last_fs
-        self._backward(loss_fs)
+        logs["fs"] = self.fs_step(A, mA, B, mB, hasB)
 
         self.iteration += 1
         if self.iteration % cfg.iter_size == 0:
@@ -332,6 +369,9 @@ class GanTrainer:
             m.train()
         self.fs.train()
         start, t0 = self.iteration, time.time()
+        if self.iteration == 0 and self.fs_pretrained < self.cfg.fs_pretrain:
+            self.pretrain_fs()
+            self.save()
         bar = tqdm(total=self.cfg.iters, initial=self.iteration, desc="domain-transfer", unit="it",
                    disable=not self.progress, dynamic_ncols=True)
         avg: dict = {}

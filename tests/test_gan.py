@@ -321,6 +321,40 @@ def test_semantic_gate_follows_fs_loss(data, tmp_path):
     assert "sem" in t.step()
 
 
+def test_fs_pretraining_trains_fs_alone_once(data, tmp_path):
+    cfg = tiny(iters=1, iter_size=2, fs_pretrain=6, sem_threshold=100.0)
+    t = trainer(data, tmp_path, cfg)
+    g0 = {k: v.clone() for k, v in t.G.state_dict().items()}
+    fs0 = {k: v.clone() for k, v in t.fs.state_dict().items()}
+    t.pretrain_fs()
+    assert t.fs_pretrained == 6 and math.isfinite(t.last_fs)
+    assert all(torch.equal(v, t.G.state_dict()[k]) for k, v in g0.items())      # G untouched
+    assert any(not torch.equal(v, t.fs.state_dict()[k]) for k, v in fs0.items())  # f_s stepped
+    assert all(p.grad is None for p in t.fs.parameters())  # 6 = 3 full accumulations: nothing left over
+    t.save()
+    resumed = trainer(data, tmp_path, cfg, resume=True)
+    assert resumed.fs_pretrained == 6
+    fs1 = {k: v.clone() for k, v in resumed.fs.state_dict().items()}
+    resumed.run()  # iteration 1 == iters: nothing left, and no second pretraining
+    assert all(torch.equal(v, resumed.fs.state_dict()[k]) for k, v in fs1.items())
+    with pytest.raises(ConfigError, match="fs_pretrain"):
+        tiny(fs_pretrain=-1)
+
+
+def test_fs_pretraining_opens_the_semantic_gate(data, tmp_path):
+    # f_s must get below the gate within the pretraining budget, so the GAN's second iteration
+    # (the first is always off) has semantic terms; without pretraining it stays shut
+    cfg = tiny(iter_size=1, fs_pretrain=300, sem_threshold=1.0, lr_fs=2e-3)
+    t = trainer(data, tmp_path, cfg)
+    t.pretrain_fs()
+    assert t.last_fs < 1.0
+    t.step()
+    assert "sem" in t.step()
+    t2 = trainer(data, tmp_path / "b", GanConfig(**{**cfg.to_dict(), "fs_pretrain": 0}))
+    t2.step()
+    assert "sem" not in t2.step()
+
+
 def test_gradient_accumulation_steps_every_iter_size(data, tmp_path):
     t = trainer(data, tmp_path, tiny(iter_size=3))
     g0 = {k: v.clone() for k, v in t.G.state_dict().items()}
