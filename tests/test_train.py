@@ -122,6 +122,30 @@ def test_resume_refuses_a_foreign_checkpoint(tmp_path):
         Trainer(data, cfg, None, _opts(max_batches=3, resume=True))
 
 
+def test_nonfinite_weights_stop_training_before_they_are_saved(tmp_path):
+    """Finite losses but a NaN BatchNorm running variance (what an overflow leaves): the save
+    raises a TrainingError naming the tensor and keeps the last finite _last.weights."""
+    from darknet_kd.errors import TrainingError
+
+    data = make_rect_dataset(tmp_path / "ds", n=4, valid=False)
+    cfg = tiny_cfg(tmp_path)
+
+    class Overflows(Trainer):
+        def after_update(self):
+            if self.iteration == 4:  # after the save at iteration 3
+                name, buf = next((n, b) for n, b in self.model.named_buffers() if n.endswith("running_var"))
+                buf[0] = float("inf")
+                self.bad = name
+
+    t = Overflows(data, cfg, None, _opts(max_batches=9))
+    with pytest.raises(TrainingError, match=r"running_var is NaN or infinite at iteration 6"):
+        t.run()
+    m = Darknet.from_cfg(cfg)
+    m.load_weights(tmp_path / "ds" / "backup" / "tiny_last.weights")
+    assert m.seen == 3 * 4  # still iteration 3's weights
+    assert all(torch.isfinite(b).all() for b in m.buffers())
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

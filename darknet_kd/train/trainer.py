@@ -235,9 +235,25 @@ class Trainer:
                     torch.distributed.all_reduce(b)
                     b.div_(self.world)
 
+    def check_finite(self):
+        """Raise a TrainingError naming the first NaN/Inf parameter or buffer (BatchNorm running
+        statistics included) of the model and of its EMA. A finite loss does not prove finite
+        weights: running statistics can overflow while the training loss stays finite, and the
+        model then outputs NaN in eval mode (found only at evaluation, after hours)."""
+        for what, m in (("", self.model), ("EMA ", self.ema.model if self.ema else None)):
+            if m is None:
+                continue
+            for name, t in (*m.named_parameters(), *m.named_buffers()):
+                if t.is_floating_point() and not torch.isfinite(t).all():
+                    raise TrainingError(
+                        f"the {what}model's {name} is NaN or infinite at iteration {self.iteration}: the "
+                        f"training diverged (lower learning_rate or lengthen burn_in); "
+                        f"{self.stem}_last.weights keeps the last finite state", self.cfg_path)
+
     def save(self, final: bool = False, sync: bool = True):
         if sync:
             self._sync_buffers()  # every rank takes part
+        self.check_finite()  # every rank raises alike (DDP keeps them equal): never save a diverged model
         if self.rank != 0:
             return
         m = self.export_model()
