@@ -14,7 +14,7 @@ their ``--resume`` checkpoint, translation from the images already written):
    ``random``, a seeded random frozen backbone);
 3. ``translate`` — ``domain-transfer translate`` of the source training list;
 4. ``teacher``   — ``darknet-kd train`` of the teacher cfg on source + translated +
-   labelled target (valid: target val);
+   labelled target (``[teacher] translated = no``: without the translations; valid: target val);
 5. ``pseudo``    — the threshold with the best F1 on target val
    (:func:`darknet_kd.train.pseudo.sweep_threshold`), ``darknet-kd pseudo-label`` of the
    unlabelled target images, and the audit against their hidden labels (printed);
@@ -64,6 +64,8 @@ The experiment file (INI)::
     [teacher]
     cfg = cfg/yolov4-tiny-3l-teacher-drivesim.cfg
     max_batches = 2000
+    translated = yes           ; train the teacher on the GAN's translations too (the published
+                               ; recipe); `no`: source + labelled target only
     [student]
     cfg = cfg/yolov4-tiny-drivesim.cfg
     max_batches = 2000
@@ -138,7 +140,7 @@ class Experiment:
                  "data": {"drivesim", "target", "target_frac", "source", "lower", "upper", "target_val", "target_test",
                           "source_test", "labelled", "unlabelled", "unlabelled_truth", "source_train"},
                  "gan": {"enabled", "preset", "iters", "args", "detector", "detector_cfg", "detector_iters"},
-                 "teacher": {"cfg", "max_batches", "batch", "subdivisions", "weights"},
+                 "teacher": {"cfg", "max_batches", "batch", "subdivisions", "weights", "translated"},
                  "student": {"cfg", "max_batches", "batch", "subdivisions", "kd_weight", "rows", "proposed_kd",
                              "ld_teacher_iters", "ema"}}
         for sec in ini.sections():
@@ -451,7 +453,8 @@ class Pipeline:
         if given is not None:
             self.teacher_weights = given
             return
-        lists = [ds["source_train"]] + ([translated] if translated else []) + [ds["labelled"]]
+        with_g = translated is not None and exp.flag("teacher", "translated", True)
+        lists = [ds["source_train"]] + ([translated] if with_g else []) + [ds["labelled"]]
         data = self.make_data("teacher", lists, ds["target_val"], ds)
         self.teacher_weights = self.train("teacher", data, self.teacher_cfg, weights_dir=self.work / "teacher",
                                           section="teacher")
@@ -495,7 +498,7 @@ class Pipeline:
         need_pl = any("P" in ROW_DATA[r] for r in self.rows)
         need_teacher = need_pl or any(r in (*KD_ROWS, *CHOSEN_KD_ROWS) for r in self.rows)
         need_gan = any(r in ("proposed", "gan_only") for r in self.rows) or \
-            (need_teacher and exp.path_of("teacher", "weights") is None)
+            (need_teacher and exp.path_of("teacher", "weights") is None and exp.flag("teacher", "translated", True))
         translated = self.gan(ds) if need_gan else None
         if need_teacher:
             self.teacher(ds, translated)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from darknet_kd import cli
-from darknet_kd.data.darknet import write_list
+from darknet_kd.data.darknet import read_list, write_list
 from darknet_kd.errors import DarknetKDError
 from darknet_kd.model import Darknet
 from darknet_kd.pipeline import Experiment, Pipeline, format_markdown, gap_recovered
@@ -201,3 +201,28 @@ def test_gan_projector_detector(tmp_path):
     ini.write_text(text.replace("detector_iters = 1", "detector = nowhere.weights"))
     with pytest.raises(DarknetKDError, match=r"exp.ini:\d+: detector = nowhere.weights: no such .weights file"):
         Pipeline(Experiment.read(ini), progress=False).gan_detector(ds)
+
+
+def test_teacher_translated_flag(tmp_path):
+    """[teacher] translated = yes (default) trains the teacher on S + G + T; no: on S + T only,
+    and then a KD row needs no GAN at all."""
+    torch.set_num_threads(1)
+    ini = _experiment(tmp_path, rows="fitnet")
+    text = ini.read_text().replace("weights = teacher.weights\n", "max_batches = 1\n")
+    ini.write_text(text)
+    fake_g = tmp_path / "translated.txt"
+    write_list(fake_g, sorted((tmp_path / "src" / "images").glob("*.png"))[:3])
+    pipe = Pipeline(Experiment.read(ini), progress=False)
+    ds = pipe.dataset()
+    pipe.teacher(ds, fake_g)
+    n_s, n_t = len(read_list(ds["source_train"])), len(read_list(ds["labelled"]))
+    teacher_list = tmp_path / "work" / "lists" / "teacher.txt"
+    assert len(teacher_list.read_text().split()) == n_s + 3 + n_t
+    ini.write_text(text.replace("max_batches = 1\n", "max_batches = 1\ntranslated = no\n")
+                   .replace("work = work", "work = work2").replace("enabled = no", "enabled = yes"))
+    res = Pipeline(Experiment.read(ini), progress=False).run()   # the GAN is enabled but not needed
+    assert "gan" not in res["ran"] and "train:teacher" in res["ran"]
+    assert len((tmp_path / "work2" / "lists" / "teacher.txt").read_text().split()) == n_s + n_t
+    ini.write_text(text.replace("max_batches = 1\n", "translated = maybe\n"))
+    with pytest.raises(DarknetKDError, match=r"exp.ini:\d+: translated = 'maybe': yes or no"):
+        Pipeline(Experiment.read(ini), progress=False).run()
