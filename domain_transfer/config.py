@@ -7,7 +7,9 @@ PatchNCE with identity NCE, semantic consistency of weight 10, batch 1 with 8-st
 accumulation, AdamW (G 2e-4, D 1e-4), generator EMA 0.999, mixed precision.
 
 The ``cpu`` preset keeps every component but shrinks the networks and crops so a run
-trains in under an hour on 2 CPU cores (measured numbers are in docs/results.md).
+trains in under an hour on 2 CPU cores (measured numbers are in docs/results.md). It also
+pretrains f_s (``fs_pretrain`` 1000 iterations, ``lr_fs`` 1e-3): otherwise f_s does not get
+below joliGEN's 1.0 gate within a short run, and the semantic terms never switch on.
 """
 from __future__ import annotations
 
