@@ -207,6 +207,7 @@ class Pipeline:
             raise exp.error(f"unknown rows {bad} (known: {', '.join(ALL_ROWS)})", "student", "rows")
         self.rows = rows
         self.proposed_kd = exp.get("student", "proposed_kd", "auto")
+        self.teacher_translated = exp.flag("teacher", "translated", True)
         if self.proposed_kd not in ("auto", *KD_ROWS):
             raise exp.error(f"proposed_kd = {self.proposed_kd!r}: auto or one of {', '.join(KD_ROWS)}",
                             "student", "proposed_kd")
@@ -453,8 +454,8 @@ class Pipeline:
         if given is not None:
             self.teacher_weights = given
             return
-        with_g = translated is not None and exp.flag("teacher", "translated", True)
-        lists = [ds["source_train"]] + ([translated] if with_g else []) + [ds["labelled"]]
+        lists = [ds["source_train"]] + ([translated] if translated and self.teacher_translated else []) + \
+            [ds["labelled"]]
         data = self.make_data("teacher", lists, ds["target_val"], ds)
         self.teacher_weights = self.train("teacher", data, self.teacher_cfg, weights_dir=self.work / "teacher",
                                           section="teacher")
@@ -498,7 +499,7 @@ class Pipeline:
         need_pl = any("P" in ROW_DATA[r] for r in self.rows)
         need_teacher = need_pl or any(r in (*KD_ROWS, *CHOSEN_KD_ROWS) for r in self.rows)
         need_gan = any(r in ("proposed", "gan_only") for r in self.rows) or \
-            (need_teacher and exp.path_of("teacher", "weights") is None and exp.flag("teacher", "translated", True))
+            (need_teacher and exp.path_of("teacher", "weights") is None and self.teacher_translated)
         translated = self.gan(ds) if need_gan else None
         if need_teacher:
             self.teacher(ds, translated)

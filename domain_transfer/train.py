@@ -270,7 +270,7 @@ class GanTrainer:
         fall below ``sem_threshold`` early; a short CPU run is not (at 1500 iterations the
         loss was still 1.26 against the 1.0 gate, so the semantic terms never switched on)."""
         cfg, dev = self.cfg, self.device
-        bar = tqdm(range(self.fs_pretrained, cfg.fs_pretrain), desc="f_s pretraining", unit="it",
+        bar = tqdm(range(cfg.fs_pretrain), desc="f_s pretraining", unit="it",
                    disable=not self.progress, dynamic_ncols=True)
         avg = None
         for i in bar:
@@ -285,7 +285,7 @@ class GanTrainer:
                 self.opt_fs.zero_grad(set_to_none=True)
             bar.set_postfix(fs=f"{avg:.3f}", refresh=False)
         bar.close()
-        self.fs_pretrained = cfg.fs_pretrain
+        self.fs_pretrained = cfg.fs_pretrain  # all or nothing: a run killed mid-way pretrains again
         self.history.append({"iteration": 0, "fs_pretrain": cfg.fs_pretrain, "fs": round(avg, 5)})
         return avg
 
