@@ -498,7 +498,7 @@ class Pipeline:
         # call with rows = lower, upper can run beside one that trains the GAN and the teacher
         need_pl = any("P" in ROW_DATA[r] for r in self.rows)
         need_teacher = need_pl or any(r in (*KD_ROWS, *CHOSEN_KD_ROWS) for r in self.rows)
-        need_gan = any(r in ("proposed", "gan_only") for r in self.rows) or \
+        need_gan = any("G" in ROW_DATA[r] for r in self.rows) or \
             (need_teacher and exp.path_of("teacher", "weights") is None and self.teacher_translated)
         translated = self.gan(ds) if need_gan else None
         if need_teacher:
