@@ -211,7 +211,7 @@ class Pipeline:
         if self.proposed_kd not in ("auto", *KD_ROWS):
             raise exp.error(f"proposed_kd = {self.proposed_kd!r}: auto or one of {', '.join(KD_ROWS)}",
                             "student", "proposed_kd")
-        self.gan_enabled = exp.get("gan", "enabled", "yes").lower() in ("1", "yes", "true", "on")
+        self.gan_enabled = exp.flag("gan", "enabled", True)
         self.ran: list[str] = []
         self.skipped: list[str] = []
         self.timings: dict[str, float] = {}

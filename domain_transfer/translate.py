@@ -107,7 +107,7 @@ def translate_dataset(ckpt, src_data, out_dir, lists=None, ema=True, tile=1024, 
                       device=None, progress=True) -> dict:
     """Translate the lists of ``src_data`` into a Darknet dataset at ``out_dir``; returns a summary."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()   # lists then hold paths relative to their own folder, not to the cwd
     src = read_data_file(src_data)
     keys = list(lists) if lists else [k for k in LIST_KEYS if src.get(k) is not None]
     for k in keys:

@@ -492,6 +492,20 @@ def test_translate_writes_a_darknet_dataset(data, tmp_path):
     assert s3["translated"] == 6
 
 
+
+def test_translate_to_a_relative_folder_writes_lists_that_work_from_anywhere(data, tmp_path, monkeypatch):
+    src, _ = data
+    t = trainer(data, tmp_path / "run", tiny(iters=1))
+    t.run()
+    monkeypatch.chdir(tmp_path)
+    s = translate_dataset(tmp_path / "run" / "last.ckpt", src, "rel", lists=["train"], progress=False)
+    lines = (tmp_path / "rel" / "train.txt").read_text().split()
+    assert len(lines) == 6 and all(ln.startswith("images/") for ln in lines)   # relative to the list, not the cwd
+    monkeypatch.chdir(tmp_path / "run")
+    assert all(p.exists() for p in read_list(tmp_path / "rel" / "train.txt"))
+    assert Path(s["data"]).is_absolute()
+
+
 def test_gan_downstream_reuses_only_a_finished_translation_of_the_same_checkpoint(data, tmp_path):
     import importlib.util
     spec = importlib.util.spec_from_file_location("gan_downstream", ROOT / "scripts" / "gan_downstream.py")

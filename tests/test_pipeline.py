@@ -226,3 +226,6 @@ def test_teacher_translated_flag(tmp_path):
     ini.write_text(text.replace("max_batches = 1\n", "translated = maybe\n"))
     with pytest.raises(DarknetKDError, match=r"exp.ini:\d+: translated = 'maybe': yes or no"):
         Pipeline(Experiment.read(ini), progress=False).run()
+    ini.write_text(text.replace("enabled = no", "enabled = nope"))   # a typo must not switch the GAN off
+    with pytest.raises(DarknetKDError, match=r"exp.ini:\d+: enabled = 'nope': yes or no"):
+        Pipeline(Experiment.read(ini), progress=False)
