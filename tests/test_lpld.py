@@ -512,3 +512,20 @@ def test_audit_counts_objects_recovered_by_lpl_only(tmp_path, monkeypatch, tiny_
     assert (r["lpl"], r["lpl_hits"], r["recovered"]) == (4, 2, 1)
     assert r["recovered_share"] == 0.5 and r["hpl_recall"] == pytest.approx(1 / 3)
     assert r["seen"] == {"0.01": pytest.approx(2 / 3), "0.1": pytest.approx(1 / 3)}
+
+
+def test_adapt_cli_sets_the_lpl_objectness_floor(capsys):
+    """--lpl-min-obj M sets the class-relation filter's background bound to 1 - M; absent, it stays the
+    published 0.99; outside [0, 1) it is a usage error."""
+    import argparse
+
+    from darknet_kd.train.adapt import add_parser, adapt_options_from_args
+
+    p = argparse.ArgumentParser()
+    add_parser(p.add_subparsers())
+    base = ["adapt", "t.data", "x.cfg", "w.weights"]
+    assert adapt_options_from_args(p.parse_args(base)).lpld.bg_max == LpldOptions().bg_max == 0.99
+    assert adapt_options_from_args(p.parse_args(base + ["--lpl-min-obj", "0.2"])).lpld.bg_max == pytest.approx(0.8)
+    with pytest.raises(SystemExit):
+        p.parse_args(base + ["--lpl-min-obj", "1.5"])
+    assert "must be in [0, 1)" in capsys.readouterr().err

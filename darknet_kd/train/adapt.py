@@ -383,6 +383,8 @@ def add_parser(sub):
                    "0.7), or 'auto': the source model's best-F1 score on the valid= list")
     p.add_argument("--top-k", type=int, default=300, help="LPLD proposals per image (default 300)")
     p.add_argument("--lpld-weight", type=float, default=0.1, help="LPLD loss weight (default 0.1)")
+    p.add_argument("--lpl-min-obj", type=_fraction, help="LPL class-relation filter: teacher objectness >= "
+                   "this, i.e. background 1 - obj <= 1 - this (default 0.01: the published background <= 0.99)")
     p.add_argument("--lpld-norm", choices=("mean", "sum"), default="mean",
                    help="LPLD per image: mean over its LPL (published) or sum")
     p.add_argument("--feature-layer", type=int, help="layer whose output LPLD pools (default: the input of the "
@@ -410,9 +412,19 @@ def _thresh(text: str):
     return v
 
 
+def _fraction(text: str) -> float:
+    v = _thresh(text)
+    if v == "auto":
+        raise argparse.ArgumentTypeError("a number in [0, 1), not 'auto'")
+    return v
+
+
 def adapt_options_from_args(args) -> AdaptOptions:
     auto = args.hpl_thresh == "auto"
-    lp = LpldOptions(hpl_thresh=0.7 if auto else args.hpl_thresh, top_k=args.top_k, weight=args.lpld_weight, norm=args.lpld_norm)
+    lp = LpldOptions(hpl_thresh=0.7 if auto else args.hpl_thresh, top_k=args.top_k, weight=args.lpld_weight,
+                     norm=args.lpld_norm)
+    if args.lpl_min_obj is not None:
+        lp.bg_max = 1.0 - args.lpl_min_obj
     return AdaptOptions(method=args.method, epochs=args.epochs, learning_rate=args.learning_rate,
                         ema_every=args.ema_every, ema_keep=args.ema_keep, feature_layer=args.feature_layer,
                         ignore_score=args.ignore_score, hpl_auto=auto,
