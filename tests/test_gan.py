@@ -492,7 +492,6 @@ def test_translate_writes_a_darknet_dataset(data, tmp_path):
     assert s3["translated"] == 6
 
 
-
 def test_translate_to_a_relative_folder_writes_lists_that_work_from_anywhere(data, tmp_path, monkeypatch):
     src, _ = data
     t = trainer(data, tmp_path / "run", tiny(iters=1))

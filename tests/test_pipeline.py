@@ -225,7 +225,7 @@ def test_teacher_translated_flag(tmp_path):
     assert len((tmp_path / "work2" / "lists" / "teacher.txt").read_text().split()) == n_s + n_t
     ini.write_text(text.replace("max_batches = 1\n", "translated = maybe\n"))
     with pytest.raises(DarknetKDError, match=r"exp.ini:\d+: translated = 'maybe': yes or no"):
-        Pipeline(Experiment.read(ini), progress=False).run()
+        Pipeline(Experiment.read(ini), progress=False)
     ini.write_text(text.replace("enabled = no", "enabled = nope"))   # a typo must not switch the GAN off
     with pytest.raises(DarknetKDError, match=r"exp.ini:\d+: enabled = 'nope': yes or no"):
         Pipeline(Experiment.read(ini), progress=False)

@@ -400,23 +400,18 @@ def add_parser(sub):
     p.set_defaults(func=run_command)
 
 
-def _thresh(text: str):
-    if text == "auto":
-        return text
+def _fraction(text: str, what: str = "a number") -> float:
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number or 'auto': {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
     if not 0.0 <= v < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {v}")
     return v
 
 
-def _fraction(text: str) -> float:
-    v = _thresh(text)
-    if v == "auto":
-        raise argparse.ArgumentTypeError("a number in [0, 1), not 'auto'")
-    return v
+def _thresh(text: str):
+    return text if text == "auto" else _fraction(text, "a number or 'auto'")
 
 
 def adapt_options_from_args(args) -> AdaptOptions:
