@@ -454,6 +454,9 @@ def test_adaptation_beats_the_source_model_on_the_target(shifted_domain, tmp_pat
                                                           map_every=10 ** 6), a).run()
             after = evaluate(load(cfg, r["weights"]), data, workers=0, progress=False).darknet.map
             assert r["hpl_per_image"] > 0  # the teacher's pseudo-labels did train the student
+            assert r["det_loss_per_image"] > 0 and r["kd_loss_per_image"] >= 0
+            assert (r["kd_loss_per_image"] == 0) == (method == "mt" or r["lpl_per_image"] == 0)
+            assert 0 <= r["lpl_mean_weight"] <= 2  # 1 - cos
             assert after > before + 0.08, (method, seed, before, after)
 
 
