@@ -125,7 +125,8 @@ class AdaptTrainer(Trainer):
         if not source_weights:
             raise DarknetKDError("adaptation needs the source model's weights")
         opts.clear = True  # the source's `seen` does not count: adaptation starts at iteration 0
-        self.stats = {"images": 0, "hpl": 0, "lpl": 0, "proposals": 0, "teacher_updates": 0}
+        self.stats = {"images": 0, "hpl": 0, "lpl": 0, "proposals": 0, "teacher_updates": 0,
+                      "det_loss": 0.0, "kd_loss": 0.0, "lpl_weight": 0.0}
         self.hpl_choice = None  # select_hpl_threshold's choice (--hpl-thresh auto; restored by --resume)
         super().__init__(data_path, cfg_path, source_weights, opts)
         if self.adapt.hpl_auto:
@@ -193,12 +194,12 @@ class AdaptTrainer(Trainer):
         if ignore is not None:
             self.stats["ignored"] = self.stats.get("ignored", 0) + int(sum(int(m.sum()) for m in ignore))
         self.stats["hpl"] += len(hpl_t)
-        self.stats["det_loss"] = self.stats.get("det_loss", 0.0) + float(loss.detach())
+        self.stats["det_loss"] += float(loss.detach())
         if lpld:
             kd = self.lpld_loss(s_heads, s_feats[self.feature_layer], decoded, t_feats[self.feature_layer], hpl)
             loss = loss + kd
             parts = {**parts, "kd": float(kd.detach())}
-            self.stats["kd_loss"] = self.stats.get("kd_loss", 0.0) + parts["kd"]
+            self.stats["kd_loss"] += parts["kd"]
         return loss, parts
 
     def lpld_loss(self, s_heads, s_feat, decoded, t_feat, hpl) -> torch.Tensor:
@@ -220,7 +221,7 @@ class AdaptTrainer(Trainer):
             with torch.no_grad():
                 w = feature_weight(roi_mean_pool(s_feat.detach().float(), bi, rboxes),
                                    roi_mean_pool(t_feat.float(), bi, rboxes))
-            self.stats["lpl_weight"] = self.stats.get("lpl_weight", 0.0) + float(w.sum())
+            self.stats["lpl_weight"] += float(w.sum())
             kl = lpld_kl(obj_lp[b, idx], obj_l1mp[b, idx], cls_lp[b, idx], decoded[b, idx, 5:], w)
             total = total + o.weight * (kl / len(idx) if o.norm == "mean" else kl)
         return total
@@ -259,9 +260,9 @@ class AdaptTrainer(Trainer):
                         "teacher_updates": self.stats["teacher_updates"],
                         # how large the LPLD term is beside the detection loss (per image, as added
                         # to the loss) and the mean 1 - cos feature weight of an LPL
-                        "det_loss_per_image": self.stats.get("det_loss", 0.0) / n,
-                        "kd_loss_per_image": self.stats.get("kd_loss", 0.0) / n,
-                        "lpl_mean_weight": self.stats.get("lpl_weight", 0.0) / max(self.stats["lpl"], 1),
+                        "det_loss_per_image": self.stats["det_loss"] / n,
+                        "kd_loss_per_image": self.stats["kd_loss"] / n,
+                        "lpl_mean_weight": self.stats["lpl_weight"] / max(self.stats["lpl"], 1),
                         "hpl_thresh": self.adapt.lpld.hpl_thresh, "hpl_choice": self.hpl_choice,
                         "adapt_options": asdict(self.adapt)})
         if self.rank == 0:
