@@ -4,7 +4,8 @@ day → night, over seeds; plus the audit of the objects LPL recovers that HPL m
 
     .venv/bin/python scripts/sfod_table.py --preset cpu --seeds 3 [--first-seed 1] [--targets fog,night]
         [--out runs/sfod] [--cfg cfg/yolov4-tiny-drivesim.cfg] [--source-iterations N]
-        [--adapt-epochs 10] [--adapt-lr LR] [--ignore-score S] [--hpl-thresh T|auto] [--json docs/sfod.json] [--md docs/sfod.md]
+        [--adapt-epochs 10] [--adapt-lr LR] [--ignore-score S] [--hpl-thresh T|auto] [--adapt-seeds K]
+        [--json docs/sfod.json] [--md docs/sfod.md]
 
 Per seed s: ``darknet-kd drivesim`` (seed s, both targets); ``darknet-kd train source.data``
 (the source model); per target D: ``darknet-kd adapt D-sfod.data --method mt|lpld`` from the
@@ -12,7 +13,10 @@ source weights (unlabelled target images only; D-val for model selection is not 
 the *final* teacher is evaluated), ``darknet-kd train D-target.data`` (oracle), and
 Darknet's mAP (``darknet-kd map``) on D-test.data for each model.  The audit runs the source model (the first
 teacher) and the final LPLD teacher over ``D-unlabelled-audit`` (the unlabelled images with
-their hidden labels).  Every stage is skipped when its output exists (a killed run resumes;
+their hidden labels).  ``--adapt-seeds K`` repeats each adaptation with the seeds s, s+100, ..,
+s+100(K−1) from the same source model (run folders of the repeats get ``-aseedA``): the MT and LPLD rows
+then average over source seeds × adaptation seeds, because one source model's adaptation moves by
+several points between seeds.  Every stage is skipped when its output exists (a killed run resumes;
 training resumes from its checkpoint).
 
 ``--preset mini`` is a small DriveSim variant defined here (128 px; 600/100/150 source and
@@ -93,6 +97,12 @@ def adapt(data, cfg, source, backup: Path, seed, method, args, extra=()):
     return weights
 
 
+def adapt_runs(run: Path, name: str, seed: int, n: int):
+    """(adaptation seed, run folder) of the n adaptations from source seed ``seed``: seeds seed, seed+100, ..;
+    the first keeps the plain folder name (the single-seed layout), the others get ``-aseedA``."""
+    return [(a, run / (name + (f"-aseed{a}" if a != seed else ""))) for a in range(seed, seed + 100 * n, 100)]
+
+
 def evaluate(data, cfg, weights, out_json: Path) -> float:
     """`darknet-kd map DATA CFG WEIGHTS` (Darknet's mAP@0.5 of the valid= list), cached as JSON."""
     if not out_json.exists():
@@ -158,6 +168,8 @@ def main():
                    "--ignore-score); their run folders get the suffix -ignoreS")
     p.add_argument("--hpl-thresh", help="the adaptations' HPL threshold (darknet-kd adapt --hpl-thresh: a "
                    "number or 'auto', the source model's best-F1 score on D-val); run folders get -hplT")
+    p.add_argument("--adapt-seeds", type=int, default=1,
+                   help="adaptation seeds per source seed s: s, s+100, ... (the MT/LPLD rows average over all)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU for every run")
@@ -182,6 +194,7 @@ def main():
     rows: dict = {m: {t: [] for t in targets} for m in methods}
     audits: dict = {t: [] for t in targets}
     timings: dict = {}
+    per_run: dict = {}     # MT/LPLD: one entry per (source seed, adaptation seed)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     for seed in seeds:
         ds = dataset(out, args.preset, seed, targets, args.workers)
@@ -194,11 +207,15 @@ def main():
             if "source-only" in methods:
                 rows["source-only"][d].append(evaluate(test, cfg, source, run / "source" / f"map-{d}.json"))
             for m in ("mt", "lpld"):
-                if m in methods:
+                if m not in methods:
+                    continue
+                for a, rd in adapt_runs(run, f"{d}-{m}{suffix}", seed, args.adapt_seeds):
                     t = time.time()
-                    w = adapt(ds / f"{d}-sfod.data", cfg, source, run / f"{d}-{m}{suffix}", seed, m, args, extra)
+                    w = adapt(ds / f"{d}-sfod.data", cfg, source, rd, a, m, args, extra)
                     timings.setdefault(f"{m}_adapt_s", []).append(round(time.time() - t))
-                    rows[m][d].append(evaluate(test, cfg, w, run / f"{d}-{m}{suffix}" / f"map-{d}.json"))
+                    rows[m][d].append(evaluate(test, cfg, w, rd / f"map-{d}.json"))
+                    per_run.setdefault(m, {}).setdefault(d, []).append({"seed": seed, "adapt_seed": a,
+                                                                       "map": rows[m][d][-1]})
             if "oracle" in methods:
                 t = time.time()
                 w = train(ds / f"{d}-target.data", cfg, run / f"{d}-oracle", seed, args.source_iterations, extra)
@@ -217,7 +234,9 @@ def main():
     minutes = round((time.time() - t0) / 60, 1)
     lines = [f"`{command}` — DriveSim `{args.preset}`, {Path(args.cfg).name}"
              f"{' at 128x128' if args.preset == 'mini' else ''}, seeds {seeds[0]}..{seeds[-1]} (mean ± std), "
-             f"mAP@0.5 (%) on each target's test split, {minutes} min", "",
+             f"mAP@0.5 (%) on each target's test split, {minutes} min"
+             + (f"; MT and LPLD over {args.adapt_seeds} adaptation seeds per source seed "
+                f"({len(seeds) * args.adapt_seeds} runs)" if args.adapt_seeds > 1 else ""), "",
              "| method | " + " | ".join(f"day → {d}" for d in targets) + " |",
              "|---|" + "---|" * len(targets)]
     for m in methods:
@@ -250,9 +269,9 @@ def main():
     table = {"command": command, "preset": args.preset, "cfg": Path(args.cfg).name, "targets": targets,
              "seeds": list(seeds), "source_iterations": args.source_iterations, "adapt_epochs": args.adapt_epochs,
              "adapt_lr": args.adapt_lr, "ignore_score": args.ignore_score, "hpl_thresh": args.hpl_thresh,
-             "batch": args.batch, "minutes": minutes,
+             "batch": args.batch, "adapt_seeds": args.adapt_seeds, "minutes": minutes,
              "timings_s": timings,
-             "map": rows, "audit": audits}
+             "map": rows, "adapt_runs": per_run, "audit": audits}
     atomic_write(Path(args.json) if args.json else out / "sfod.json", json.dumps(table, indent=1) + "\n")
     atomic_write(Path(args.md) if args.md else out / "sfod.md", md)
 
