@@ -145,6 +145,14 @@ def hpl_text(audits) -> str:
     return ", ".join(f"{t:.4g}" for t in thr) or f"{PUBLISHED_HPL:.4g}"
 
 
+def gap_closed(rows, method, target):
+    """(mean(method) − mean(source-only)) / (mean(oracle) − mean(source-only)), None without those rows."""
+    src, ora, got = (rows.get(k, {}).get(target) for k in ("source-only", "oracle", method))
+    if not (src and ora and got) or statistics.mean(ora) == statistics.mean(src):
+        return None
+    return (statistics.mean(got) - statistics.mean(src)) / (statistics.mean(ora) - statistics.mean(src))
+
+
 def fmt(vals):
     m = 100 * statistics.mean(vals)
     return f"{m:.1f} ± {100 * statistics.stdev(vals):.1f}" if len(vals) > 1 else f"{m:.1f}"
@@ -241,6 +249,12 @@ def main():
              "|---|" + "---|" * len(targets)]
     for m in methods:
         lines.append(f"| {LABELS[m]} | " + " | ".join(fmt(rows[m][d]) if rows[m][d] else "–" for d in targets) + " |")
+    closed = {m: {d: gap_closed(rows, m, d) for d in targets} for m in ("mt", "lpld") if m in methods}
+    for m, per in closed.items():
+        if any(v is not None for v in per.values()):
+            lines += ["", f"{LABELS[m]} closes " + ", ".join(f"{100 * v:.1f} % (day → {d})" for d, v in per.items()
+                                                          if v is not None)
+                      + " of the gap between the source-only and oracle means."]
     lines += ["", "Pseudo-label audit on the unlabelled target images against their hidden labels (IoU ≥ 0.5, "
               "same class), summed over seeds: HPL = teacher detections with score > the adaptations' HPL "
               f"threshold ({hpl_text(audits)}); LPL = the mined "
@@ -271,7 +285,7 @@ def main():
              "adapt_lr": args.adapt_lr, "ignore_score": args.ignore_score, "hpl_thresh": args.hpl_thresh,
              "batch": args.batch, "adapt_seeds": args.adapt_seeds, "minutes": minutes,
              "timings_s": timings,
-             "map": rows, "adapt_runs": per_run, "audit": audits}
+             "map": rows, "adapt_runs": per_run, "gap_closed": closed, "audit": audits}
     atomic_write(Path(args.json) if args.json else out / "sfod.json", json.dumps(table, indent=1) + "\n")
     atomic_write(Path(args.md) if args.md else out / "sfod.md", md)
 
