@@ -191,6 +191,8 @@ def main():
     bad = [m for m in methods if m not in METHODS]
     if bad:
         p.error(f"unknown methods {bad}; choose from {', '.join(METHODS)}")
+    if args.adapt_seeds < 1:
+        p.error(f"--adapt-seeds must be at least 1, not {args.adapt_seeds}")
     cfg = Path(args.cfg)
     if args.preset == "mini":   # the cfg at 128x128, anchors scaled with it
         cfg = sized_cfg(cfg, 128, out, scale_anchors=True, name=f"{cfg.stem}-128.cfg")
