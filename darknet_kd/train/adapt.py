@@ -125,7 +125,7 @@ class AdaptTrainer(Trainer):
         if not source_weights:
             raise DarknetKDError("adaptation needs the source model's weights")
         opts.clear = True  # the source's `seen` does not count: adaptation starts at iteration 0
-        self.stats = {"images": 0, "hpl": 0, "lpl": 0, "proposals": 0, "teacher_updates": 0,
+        self.stats = {"images": 0, "hpl": 0, "lpl": 0, "proposals": 0, "teacher_updates": 0, "ignored": 0,
                       "det_loss": 0.0, "kd_loss": 0.0, "lpl_weight": 0.0}
         self.hpl_choice = None  # select_hpl_threshold's choice (--hpl-thresh auto; restored by --resume)
         super().__init__(data_path, cfg_path, source_weights, opts)
@@ -192,7 +192,7 @@ class AdaptTrainer(Trainer):
         loss, parts = self.criterion(s_heads, hpl_t, net_hw, ignore=ignore)
         self.stats["images"] += weak.shape[0]
         if ignore is not None:
-            self.stats["ignored"] = self.stats.get("ignored", 0) + int(sum(int(m.sum()) for m in ignore))
+            self.stats["ignored"] += int(sum(int(m.sum()) for m in ignore))
         self.stats["hpl"] += len(hpl_t)
         self.stats["det_loss"] += float(loss.detach())
         if lpld:
